@@ -1,0 +1,1 @@
+"""The songswipe operator command line."""

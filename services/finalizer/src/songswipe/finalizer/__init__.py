@@ -1,0 +1,1 @@
+"""SongSwipe finalizer service."""

@@ -1,0 +1,1 @@
+"""SongSwipe generator service."""

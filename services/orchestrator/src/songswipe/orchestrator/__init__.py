@@ -1,0 +1,1 @@
+"""SongSwipe orchestrator service."""

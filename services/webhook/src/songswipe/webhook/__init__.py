@@ -1,0 +1,1 @@
+"""SongSwipe webhook service."""

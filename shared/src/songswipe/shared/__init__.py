@@ -1,0 +1,1 @@
+"""Contracts every SongSwipe service shares."""

@@ -1,0 +1,166 @@
+"""Kafka helpers on aiokafka: producer, topic creation, finished-only commits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from songswipe.shared.errors import KafkaUnavailable
+from songswipe.shared.messages import Message
+from songswipe.shared.topics import TopicSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REQUEST_TIMEOUT_MS = 10_000
+
+
+def make_producer(
+    bootstrap_servers: str,
+    *,
+    client_id: str,
+    linger_ms: int = 0,
+    request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
+) -> AIOKafkaProducer:
+    """An idempotent producer: ``acks=all``, no duplicates from its own retries."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        request_timeout_ms=request_timeout_ms,
+    )
+
+
+def make_consumer(
+    bootstrap_servers: str,
+    *topics: str,
+    group_id: str,
+    client_id: str,
+    max_poll_records: int = 100,
+) -> AIOKafkaConsumer:
+    """A consumer that never commits on its own: callers commit finished work."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=max_poll_records,
+    )
+
+
+async def publish(
+    producer: AIOKafkaProducer,
+    topic: str,
+    message: Message,
+    *,
+    timeout_s: float = 10.0,
+) -> None:
+    """Send ``message`` keyed by its order id and wait for the broker's ack."""
+    try:
+        await asyncio.wait_for(
+            producer.send_and_wait(topic, message.to_bytes(), key=message.key),
+            timeout=timeout_s,
+        )
+    except (KafkaError, TimeoutError) as exc:
+        raise KafkaUnavailable(
+            f"{topic} did not acknowledge the message: {exc!r}",
+            order_id=message.order_id,
+        ) from exc
+
+
+async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> None:
+    """Create each topic that does not exist yet, with its partitions and config.
+
+    Every topic is created explicitly: a topic auto-created with another
+    partition count would break the co-partitioning the tables rely on.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="songswipe-admin"
+    )
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap_servers}") from exc
+
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        if not missing:
+            return
+        new_topics = [
+            NewTopic(
+                name=spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=1,
+                topic_configs=spec.config,
+            )
+            for spec in missing
+        ]
+        try:
+            await admin.create_topics(new_topics)
+        except TopicAlreadyExistsError:
+            logger.info("Topics created concurrently by another process, reusing")
+        logger.info("Created topics %s", ",".join(spec.name for spec in missing))
+    finally:
+        await admin.close()
+
+
+@dataclass
+class _PartitionProgress:
+    in_flight: set[int] = field(default_factory=set)
+    finished: set[int] = field(default_factory=set)
+    committable: int | None = None
+
+
+class OffsetTracker:
+    """Track work that finishes out of order and say what is safe to commit.
+
+    The committable offset of a partition is one past the highest offset below
+    which every tracked message has finished, so a crash only ever replays
+    unfinished work.
+    """
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartition, _PartitionProgress] = {}
+
+    def start(self, tp: TopicPartition, offset: int) -> None:
+        self._partitions.setdefault(tp, _PartitionProgress()).in_flight.add(offset)
+
+    def finish(self, tp: TopicPartition, offset: int) -> None:
+        progress = self._partitions.setdefault(tp, _PartitionProgress())
+        progress.in_flight.discard(offset)
+        progress.finished.add(offset)
+
+        lowest_open = min(progress.in_flight, default=None)
+        done = [o for o in progress.finished if lowest_open is None or o < lowest_open]
+        if done:
+            progress.committable = max(done) + 1
+            progress.finished.difference_update(done)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop partitions this process no longer owns (after a rebalance)."""
+        for tp in partitions:
+            self._partitions.pop(tp, None)
+
+    def take_committable(self) -> dict[TopicPartition, int]:
+        """Offsets to commit now; each is returned once."""
+        ready: dict[TopicPartition, int] = {}
+        for tp, progress in self._partitions.items():
+            if progress.committable is not None:
+                ready[tp] = progress.committable
+                progress.committable = None
+        return ready
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(p.in_flight) for p in self._partitions.values())
