@@ -35,8 +35,7 @@ async def insert_customization(
     columns = ", ".join(row)
     placeholders = ", ".join(["%s"] * len(row))
     cursor = await db.execute(
-        f"insert into customizations ({columns}) values ({placeholders})"
-        " returning *",
+        f"insert into customizations ({columns}) values ({placeholders}) returning *",
         tuple(row.values()),
     )
     created = await cursor.fetchone()

@@ -110,9 +110,35 @@ async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> N
             await admin.create_topics(new_topics)
         except TopicAlreadyExistsError:
             logger.info("Topics created concurrently by another process, reusing")
+        await _wait_for_leaders(admin, missing)
         logger.info("Created topics %s", ",".join(spec.name for spec in missing))
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], timeout_s: float = 15.0
+) -> None:
+    """Wait until every partition of ``specs`` has a leader.
+
+    The controller answers a creation before the broker serves the new
+    partitions; a client that starts right away would see unknown topics.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    wanted = {spec.name: spec.partitions for spec in specs}
+    while True:
+        described = await admin.describe_topics(list(wanted))
+        led = {
+            topic["topic"]: sum(1 for p in topic["partitions"] if p["leader"] >= 0)
+            for topic in described
+            if topic["error_code"] == 0
+        }
+        if all(led.get(name) == count for name, count in wanted.items()):
+            return
+        if loop.time() > deadline:
+            raise KafkaUnavailable(f"topics have no leaders after {timeout_s} s")
+        await asyncio.sleep(0.1)
 
 
 @dataclass
