@@ -452,19 +452,18 @@ pg_status() {
 
 # The migration runner belongs to the Python code; run it once it exists.
 run_migrations() {
-  if ! command -v uv >/dev/null; then
-    log "uv not found: skipping migrations"
-    return
-  fi
-  local probe='import importlib.util as u, sys
-sys.exit(u.find_spec("songswipe.shared.migrate") is None)'
-  if ! (cd "$ROOT" && uv run --no-sync python -c "$probe") >/dev/null 2>&1; then
-    log "songswipe.shared.migrate is not installed (yet): skipping migrations"
+  # `make up` installs the workspace first; a bare `infra.sh up` may run
+  # before it, and then there is nothing to migrate with yet.
+  if ! (cd "$ROOT" && python3 -m uv run --no-sync songswipe-migrate --help) \
+      >/dev/null 2>&1; then
+    log "the Python workspace is not installed yet: skipping migrations" \
+      "(run make up)"
     return
   fi
 
-  log "applying migrations: uv run songswipe-migrate"
-  (cd "$ROOT" && DATABASE_URL=$LOCAL_DATABASE_URL uv run songswipe-migrate) \
+  log "applying migrations: songswipe-migrate"
+  (cd "$ROOT" && DATABASE_URL=$LOCAL_DATABASE_URL \
+      python3 -m uv run --no-sync songswipe-migrate) \
     || die "migrations failed"
 }
 
