@@ -1,0 +1,38 @@
+"""Settings of the ``songswipe`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from songswipe.shared.settings import ServiceSettings
+
+#: The webhook's development secret; a demo order is signed with it.
+DEV_STRIPE_WEBHOOK_SECRET = "whsec_dev_placeholder"
+
+
+class CliSettings(ServiceSettings):
+    #: Where the webhook answers; the demo posts its signed events here.
+    webhook_url: str = "http://127.0.0.1:8000"
+    #: Signs the demo's Stripe events; must be the webhook's secret.
+    stripe_webhook_secret: str = DEV_STRIPE_WEBHOOK_SECRET
+    #: The generator's local storage folder (songs land under it).
+    songs_dir: Path = Path(".local/songs")
+    #: Set when songs go to Supabase Storage instead of ``SONGS_DIR``.
+    supabase_url: str = ""
+    #: One log file per service started by ``songswipe run``.
+    songswipe_log_dir: Path = Path(".local/logs")
+    #: One pid file per service started by ``songswipe run``.
+    songswipe_run_dir: Path = Path(".local/run")
+    #: How long a demo order may take to settle.
+    demo_timeout_s: float = Field(default=300.0, gt=0)
+    #: How long the services may take to become ready.
+    service_start_timeout_s: float = Field(default=90.0, gt=0)
+    #: How long a service may take to stop after SIGTERM before SIGKILL.
+    service_stop_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
