@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from songswipe.cli.settings import CliSettings
 from songswipe.shared.db import Connection
@@ -177,23 +178,21 @@ def render_order(order: OrderView, settings: CliSettings) -> RenderableType:
         summary.add_row("Error", order.error)
 
     variants = Table(title="Variants", title_justify="left")
-    for column in ("#", "Status", "Attempts", "Song", "Error"):
-        variants.add_column(column)
+    for column in ("#", "Status", "Attempts", "Error"):
+        variants.add_column(column, overflow="fold")
+    songs = Text("Songs:\n" if order.variants else "", style="bold")
     for variant in order.variants:
-        song = (
-            song_location(settings, variant.storage_path)
-            if variant.storage_path
-            else "-"
-        )
         variants.add_row(
             str(variant.number),
             status_text(variant.status),
             str(variant.attempt_count),
-            song,
             variant.error or "",
         )
+        if variant.storage_path:
+            location = song_location(settings, variant.storage_path)
+            songs.append(f"  variant {variant.number}: {location}\n", style="")
 
-    parts: list[RenderableType] = [summary, variants]
+    parts: list[RenderableType] = [summary, variants, songs]
     if order.dead_letters:
         parts.append(render_dead_letters(order.dead_letters, title="Dead letters"))
     return Group(*parts)
@@ -202,32 +201,26 @@ def render_order(order: OrderView, settings: CliSettings) -> RenderableType:
 def render_dead_letters(
     letters: Sequence[DeadLetterView], *, title: str = "Dead letters"
 ) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in (
-        "Id",
-        "Failed at",
-        "Order",
-        "Job",
-        "Variant",
-        "Attempts",
-        "Error",
-        "Replayed",
-    ):
-        table.add_column(column, overflow="fold")
+    table = Table(title=title, title_justify="left", show_lines=True)
+    table.add_column("Id / failed at", no_wrap=True)
+    table.add_column("Work", overflow="fold", min_width=20)
+    table.add_column("Error", overflow="fold", ratio=1)
+    table.add_column("Replayed", min_width=8)
     for letter in letters:
+        work = letter.job_type
+        if letter.variant_number:
+            work += f"\nvariant {letter.variant_number}"
+        if letter.order_id:
+            work += f"\norder {letter.order_id}"
         replayed = (
             f"{_when(letter.replayed_at)} ({letter.replay_count}x)"
             if letter.replayed_at
             else "no"
         )
         table.add_row(
-            str(letter.id),
-            _when(letter.failed_at),
-            str(letter.order_id) if letter.order_id else "-",
-            letter.job_type,
-            str(letter.variant_number) if letter.variant_number else "-",
-            str(letter.retry_count),
-            letter.error_message[:160],
+            f"{letter.id}\n{_when(letter.failed_at)}",
+            work,
+            f"{letter.error_message[:300]}\n({letter.retry_count} attempts)",
             replayed,
         )
     return table

@@ -1,0 +1,87 @@
+"""Rows the CLI tests start from: an order, its variants, its dead letters."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from songswipe.shared.db import Connection
+from songswipe.shared.messages import DeadLetter, SongBrief, VariantGenerate
+from songswipe.shared.topics import MAX_ATTEMPTS, Topics
+from tests.support import insert_customization, insert_order
+
+
+async def order_with_variants(
+    db: Connection, *, order_status: str, variant_statuses: tuple[str, str, str]
+) -> dict[str, Any]:
+    """An order whose three variants have the given statuses."""
+    customization = await insert_customization(db)
+    order = await insert_order(db, customization, status=order_status)
+    for number, status in enumerate(variant_statuses, start=1):
+        path = (
+            f"{order['user_id']}/{order['id']}/variant-{number}.mp3"
+            if status == "complete"
+            else None
+        )
+        error = "ElevenLabs returned 500 five times" if status == "failed" else None
+        attempts = MAX_ATTEMPTS if status == "failed" else 1
+        await db.execute(
+            "insert into song_variants (order_id, variant_number, status,"
+            " attempt_count, storage_path, error) values (%s, %s, %s, %s, %s, %s)",
+            (order["id"], number, status, attempts, path, error),
+        )
+    order["customization"] = customization
+    return order
+
+
+def variant_work(order: dict[str, Any], variant_number: int) -> VariantGenerate:
+    return VariantGenerate(
+        order_id=order["id"],
+        user_id=order["user_id"],
+        variant_number=variant_number,
+        attempt=MAX_ATTEMPTS,
+        brief=SongBrief.from_customization(order["customization"]),
+    )
+
+
+async def insert_dead_letter(
+    db: Connection,
+    topics: Topics,
+    *,
+    order: dict[str, Any] | None = None,
+    variant_number: int = 3,
+    job_type: str = "variant.generate",
+    payload: dict[str, Any] | None = None,
+) -> DeadLetter:
+    """A ``failed_jobs`` row as the finalizer stores a dead letter."""
+    if payload is None:
+        assert order is not None
+        payload = variant_work(order, variant_number).model_dump(mode="json")
+    letter = DeadLetter(
+        order_id=order["id"] if order else uuid.uuid4(),
+        job_type=job_type,
+        source_topic=topics.retry(4),
+        payload=payload,
+        variant_number=variant_number,
+        error_type="ProviderError",
+        error_message="ElevenLabs returned 500",
+        error_stack="Traceback ...",
+        attempt_count=MAX_ATTEMPTS,
+    )
+    await db.execute(
+        "insert into failed_jobs (id, order_id, job_type, event_data,"
+        " error_message, error_stack, retry_count, source_topic, failed_at)"
+        " values (%s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
+        (
+            letter.message_id,
+            letter.order_id,
+            letter.job_type,
+            letter.model_dump_json(),
+            letter.error_message,
+            letter.error_stack,
+            letter.attempt_count,
+            letter.source_topic,
+            letter.failed_at,
+        ),
+    )
+    return letter
