@@ -1,0 +1,46 @@
+"""The webhook's settings: the shared ones plus Stripe, HTTP and sweep variables."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from songswipe.shared.settings import ServiceSettings, refuse_placeholder
+
+#: Works with the demo and the tests; production refuses it.
+DEV_WEBHOOK_SECRET = "whsec_dev_placeholder"
+MIB = 1024 * 1024
+
+
+class WebhookSettings(ServiceSettings):
+    stripe_webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
+    stripe_api_key: SecretStr | None = None
+
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = Field(default=8000, ge=1, le=65535)
+    webhook_max_body_bytes: int = Field(default=MIB, ge=1024)
+    webhook_signature_tolerance_s: int = Field(default=300, ge=1)
+    webhook_publish_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_database_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_kafka_linger_ms: int = Field(default=1, ge=0, le=100)
+
+    webhook_sweep_interval_s: float = Field(default=60.0, ge=0)
+    webhook_sweep_after_s: float = Field(default=120.0, ge=0)
+    webhook_sweep_republish_after_s: float = Field(default=1800.0, ge=0)
+    webhook_sweep_batch_size: int = Field(default=100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Self:
+        refuse_placeholder(
+            "STRIPE_WEBHOOK_SECRET",
+            self.stripe_webhook_secret.get_secret_value(),
+            self.environment,
+        )
+        if self.stripe_api_key is not None:
+            refuse_placeholder(
+                "STRIPE_API_KEY",
+                self.stripe_api_key.get_secret_value(),
+                self.environment,
+            )
+        return self
