@@ -1,0 +1,125 @@
+"""Where finished audio goes: Supabase Storage, or a local folder.
+
+Both keep the bucket's layout, ``{user_id}/{order_id}/variant-{n}.mp3``, and
+both overwrite, so uploading the same variant again after a retry is
+harmless. The local folder ``SONGS_DIR`` stands for the ``songs`` bucket: an
+object ``a/b/variant-1.mp3`` is the file ``SONGS_DIR/a/b/variant-1.mp3``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+from pydantic import SecretStr
+
+from songswipe.shared.errors import StorageError
+from songswipe.shared.paths import SONGS_BUCKET
+
+logger = logging.getLogger(__name__)
+
+AUDIO_CONTENT_TYPE = "audio/mpeg"
+_ERROR_TEXT_MAX_CHARS = 300
+
+
+class SongStorage(Protocol):
+    #: A short label for logs and metrics.
+    name: str
+
+    async def upload(self, object_path: str, audio: bytes) -> None:
+        """Store ``audio`` at ``object_path``, replacing what is there."""
+
+    async def aclose(self) -> None: ...
+
+
+class LocalStorage:
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_of(self, object_path: str) -> Path:
+        return self.root / object_path
+
+    async def upload(self, object_path: str, audio: bytes) -> None:
+        try:
+            await asyncio.to_thread(_write_atomically, self.path_of(object_path), audio)
+        except OSError as exc:
+            raise StorageError(f"cannot write {object_path} under {self.root}") from exc
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class SupabaseStorage:
+    """``POST /storage/v1/object/{bucket}/{path}`` with ``x-upsert: true``."""
+
+    name = "supabase"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        service_role_key: SecretStr,
+        timeout_s: float,
+        max_connections: int,
+        bucket: str = SONGS_BUCKET,
+    ) -> None:
+        key = service_role_key.get_secret_value()
+        self._bucket = bucket
+        self._client = httpx.AsyncClient(
+            base_url=f"{url}/storage/v1",
+            headers={"Authorization": f"Bearer {key}", "apikey": key},
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_connections),
+        )
+
+    async def upload(self, object_path: str, audio: bytes) -> None:
+        try:
+            response = await self._client.post(
+                f"/object/{self._bucket}/{object_path}",
+                content=audio,
+                headers={"Content-Type": AUDIO_CONTENT_TYPE, "x-upsert": "true"},
+            )
+        except httpx.TransportError as exc:
+            raise StorageError(
+                f"Supabase Storage unreachable for {object_path}: {exc!r}"
+            ) from exc
+        if response.is_success:
+            return
+
+        status = response.status_code
+        detail = " ".join(response.text.split())[:_ERROR_TEXT_MAX_CHARS]
+        retriable = status >= 500 or status in (408, 429)
+        if status in (401, 403):
+            logger.error(
+                "Supabase Storage refused the service role key (HTTP %d):"
+                " configuration problem, check SUPABASE_URL and"
+                " SUPABASE_SERVICE_ROLE_KEY; the variant goes to the dead-letter queue",
+                status,
+            )
+        raise StorageError(
+            f"Supabase Storage answered {status} for {object_path}: {detail}",
+            retriable=retriable,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
