@@ -30,14 +30,14 @@ def settings_for(
     )
 
 
+def invoke_sync(settings: CliSettings, *args: str) -> Result:
+    """Run ``songswipe ARGS`` in this process (not from a running event loop)."""
+    return CliRunner().invoke(app, list(args), obj=settings, catch_exceptions=False)
+
+
 async def invoke(settings: CliSettings, *args: str) -> Result:
     """Run ``songswipe ARGS`` in this process, off the event loop."""
-    runner = CliRunner()
-
-    def call() -> Result:
-        return runner.invoke(app, list(args), obj=settings, catch_exceptions=False)
-
-    return await asyncio.to_thread(call)
+    return await asyncio.to_thread(invoke_sync, settings, *args)
 
 
 @dataclass(frozen=True)
