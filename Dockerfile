@@ -31,9 +31,11 @@ COPY services services
 RUN uv sync --frozen --all-packages --no-dev --no-editable
 
 FROM python:${PYTHON_VERSION}-slim
+# The services keep local state under .local/ of their working directory
+# (the orchestrator's faust data); the songs go to a volume at /data/songs.
 RUN useradd --create-home --uid 10001 songswipe \
-    && mkdir -p /data/songs \
-    && chown songswipe: /data/songs
+    && mkdir -p /data/songs /app/.local \
+    && chown songswipe: /data/songs /app/.local
 WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 COPY supabase/migrations /app/supabase/migrations

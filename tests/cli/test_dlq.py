@@ -84,6 +84,7 @@ async def test_replay_sends_attempt_one_and_records_the_replay(
     assert sent[0].variant_number == 3
     assert sent[0].attempt == 1
     assert sent[0].due_at is None
+    assert sent[0].dispatch == 2
     assert sent[0].brief.recipient_name == order["customization"]["recipient_name"]
     variant = await _variant(db, order["id"], 3)
     assert (variant["status"], variant["attempt_count"], variant["error"]) == (

@@ -70,7 +70,7 @@ async def dead_letters_to_replay(conn: Connection) -> list[uuid.UUID]:
 
 
 def variant_work(event_data: dict[str, Any]) -> VariantGenerate | None:
-    """The variant generation a dead letter holds, as fresh work (attempt 1).
+    """The variant generation a dead letter holds, as it was sent.
 
     ``event_data`` is either the dead letter with the work under ``payload``
     or the work itself. ``None`` when it is not a variant generation.
@@ -78,12 +78,26 @@ def variant_work(event_data: dict[str, Any]) -> VariantGenerate | None:
     payload = event_data.get("payload")
     work = payload if isinstance(payload, dict) else event_data
     try:
-        original = VariantGenerate.model_validate(work)
+        return VariantGenerate.model_validate(work)
     except ValidationError:
         return None
-    return original.model_copy(
-        update={"message_id": uuid.uuid4(), "attempt": 1, "due_at": None}
+
+
+async def _next_dispatch(conn: Connection, original: VariantGenerate) -> int:
+    """One more than any dispatch of this variant that was dead-lettered.
+
+    The generator derives dead-letter ids from the dispatch and attempt, so a
+    replay that fails again gets a dead letter of its own.
+    """
+    cursor = await conn.execute(
+        "select event_data from failed_jobs where order_id = %s", (original.order_id,)
     )
+    dispatches = [original.dispatch]
+    for row in await cursor.fetchall():
+        work = variant_work(row["event_data"])
+        if work is not None and work.variant_number == original.variant_number:
+            dispatches.append(work.dispatch)
+    return max(dispatches) + 1
 
 
 @asynccontextmanager
@@ -132,8 +146,8 @@ async def replay(
                 code=ExitCode.NOT_FOUND,
                 hint="`songswipe dlq list` shows the dead letters.",
             )
-        work = variant_work(letter["event_data"])
-        if work is None:
+        original = variant_work(letter["event_data"])
+        if original is None:
             return ReplayResult(
                 dead_letter_id,
                 replayed=False,
@@ -145,13 +159,22 @@ async def replay(
         cursor = await conn.execute(
             "select id, status, attempt_count, error from song_variants"
             " where order_id = %s and variant_number = %s for update",
-            (work.order_id, work.variant_number),
+            (original.order_id, original.variant_number),
         )
         variant = await cursor.fetchone()
         if variant is None:
-            return _refused(letter, work, "does not exist")
+            return _refused(letter, original, "does not exist")
         if variant["status"] != VariantStatus.FAILED:
-            return _refused(letter, work, f"is {variant['status']}, not failed")
+            return _refused(letter, original, f"is {variant['status']}, not failed")
+
+        work = original.model_copy(
+            update={
+                "message_id": uuid.uuid4(),
+                "attempt": 1,
+                "due_at": None,
+                "dispatch": await _next_dispatch(conn, original),
+            }
+        )
 
         await conn.execute(_REPLAY_FLAG_SQL)
         await conn.execute(
