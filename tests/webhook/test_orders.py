@@ -73,8 +73,11 @@ async def test_async_payment_succeeded_records_the_order(
 ) -> None:
     customization = await insert_customization(db)
     session = checkout_session(customization)
-    waiting = stripe_event(checkout_session(customization, session_id=session["id"],
-                                            payment_status="unpaid"))
+    waiting = stripe_event(
+        checkout_session(
+            customization, session_id=session["id"], payment_status="unpaid"
+        )
+    )
     succeeded = stripe_event(
         session, event_type="checkout.session.async_payment_succeeded"
     )
@@ -159,8 +162,11 @@ async def test_payment_failures_are_recorded_and_start_nothing(
         session, event_type="checkout.session.async_payment_failed"
     )
     intent_failed = stripe_event(
-        {"id": f"pi_{uuid.uuid4().hex[:24]}", "object": "payment_intent",
-         "metadata": {}},
+        {
+            "id": f"pi_{uuid.uuid4().hex[:24]}",
+            "object": "payment_intent",
+            "metadata": {},
+        },
         event_type="payment_intent.payment_failed",
     )
 
@@ -174,10 +180,16 @@ async def test_payment_failures_are_recorded_and_start_nothing(
         " order by received_at"
     )
     assert await cursor.fetchall() == [
-        {"event_id": async_failed["id"], "stripe_session_id": session["id"],
-         "outcome": "payment_failed"},
-        {"event_id": intent_failed["id"], "stripe_session_id": None,
-         "outcome": "payment_failed"},
+        {
+            "event_id": async_failed["id"],
+            "stripe_session_id": session["id"],
+            "outcome": "payment_failed",
+        },
+        {
+            "event_id": intent_failed["id"],
+            "stripe_session_id": None,
+            "outcome": "payment_failed",
+        },
     ]
     assert await count(db, "orders") == 0
     assert await topic_size(kafka_bootstrap, topics.requested) == 0

@@ -178,7 +178,7 @@ def create_app(settings: WebhookSettings) -> FastAPI:
         runtime: Runtime = request.app.state.runtime
         checks = {
             "database": await _database_ready(runtime.pool),
-            "kafka": await _kafka_ready(runtime.producer),
+            "kafka": await _kafka_ready(runtime.producer, settings.topics.requested),
         }
         status = 200 if all(checks.values()) else 503
         return JSONResponse({"ready": status == 200, **checks}, status_code=status)
@@ -209,10 +209,13 @@ async def _database_ready(pool: Pool) -> bool:
     return True
 
 
-async def _kafka_ready(producer: AIOKafkaProducer) -> bool:
+async def _kafka_ready(producer: AIOKafkaProducer, topic: str) -> bool:
+    """Whether the broker answers and every partition of ``topic`` has a leader."""
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_S):
-            await producer.client.fetch_all_metadata()
+            cluster = await producer.client.fetch_all_metadata()
     except (KafkaError, TimeoutError):
         return False
-    return True
+    partitions = cluster.partitions_for_topic(topic) or set()
+    led = cluster.available_partitions_for_topic(topic) or set()
+    return bool(partitions) and partitions == led
