@@ -117,7 +117,7 @@ async def send_event(
         "Content-Type": "application/json",
         "Stripe-Signature": signature_header(payload, settings.stripe_webhook_secret),
     }
-    url = settings.webhook_url + WEBHOOK_PATH
+    url = settings.webhook_base_url + WEBHOOK_PATH
     try:
         response = await client.post(url, content=payload, headers=headers)
     except httpx.HTTPError as exc:
@@ -147,7 +147,7 @@ async def wait_until_ready(
     ``check_alive`` raises when a service the caller started has exited, so a
     crash is reported at once instead of after the timeout.
     """
-    url = settings.webhook_url + READY_PATH
+    url = settings.webhook_base_url + READY_PATH
     deadline = time.monotonic() + timeout_s
     last_problem = "no answer yet"
     while time.monotonic() < deadline:

@@ -22,9 +22,31 @@ logger = logging.getLogger(__name__)
 HTTP_TIMEOUT_S = 10.0
 
 
+#: The workers, in the order their metrics ports are handed out.
+METRICS_WORKERS = ("orchestrator", "generator", "finalizer")
+
+
 def service_environment(settings: CliSettings) -> dict[str, dict[str, str]]:
-    """What each service gets on top of this process's environment."""
-    return {service: {} for service in SERVICES}
+    """What each service gets on top of this process's environment.
+
+    The workers share one environment and one ``.env``, so each gets a
+    ``METRICS_PORT`` of its own here.
+    """
+    environment: dict[str, dict[str, str]] = {service: {} for service in SERVICES}
+    base = settings.songswipe_metrics_port_base
+    for offset, service in enumerate(METRICS_WORKERS):
+        environment[service]["METRICS_PORT"] = str(base + offset if base else 0)
+    return environment
+
+
+def metrics_urls(settings: CliSettings) -> dict[str, str]:
+    """Where each service serves ``/metrics`` when ``songswipe run`` starts it."""
+    urls = {"webhook": f"{settings.webhook_base_url}/metrics"}
+    base = settings.songswipe_metrics_port_base
+    if base:
+        for offset, service in enumerate(METRICS_WORKERS):
+            urls[service] = f"http://127.0.0.1:{base + offset}/metrics"
+    return urls
 
 
 async def run_pipeline(settings: CliSettings, console: Console) -> None:
@@ -42,11 +64,13 @@ async def run_pipeline(settings: CliSettings, console: Console) -> None:
     try:
         supervisor.refuse_if_running()
         supervisor.start()
-        console.print("Started the services; their logs:")
+        console.print("Started the services; their logs and metrics:")
+        urls = metrics_urls(settings)
         for running in supervisor.processes:
             console.print(
                 f"  {running.service:<13} pid {running.process.pid:<7}"
-                f" {running.log_path.resolve()}"
+                f" {running.log_path.resolve()}  {urls.get(running.service, '')}",
+                highlight=False,
             )
 
         await place_and_follow(
@@ -95,7 +119,7 @@ async def place_and_follow(
         for index in range(orders):
             order_ids.append(await place_demo_order(conn, client, settings, index))
     console.print(
-        f"Placed {orders} demo order(s) through {settings.webhook_url}"
+        f"Placed {orders} demo order(s) through {settings.webhook_base_url}"
         " with a signed checkout.session.completed"
     )
 

@@ -13,8 +13,10 @@ DEV_STRIPE_WEBHOOK_SECRET = "whsec_dev_placeholder"
 
 
 class CliSettings(ServiceSettings):
-    #: Where the webhook answers; the demo posts its signed events here.
-    webhook_url: str = "http://127.0.0.1:8000"
+    #: The webhook's port, as the webhook reads it; gives the default URL.
+    webhook_port: int = Field(default=8000, ge=1, le=65535)
+    #: Where the webhook answers, when not on this machine's WEBHOOK_PORT.
+    webhook_url: str = ""
     #: Signs the demo's Stripe events; must be the webhook's secret.
     stripe_webhook_secret: str = DEV_STRIPE_WEBHOOK_SECRET
     #: The generator's local storage folder (songs land under it).
@@ -25,6 +27,9 @@ class CliSettings(ServiceSettings):
     songswipe_log_dir: Path = Path(".local/logs")
     #: One pid file per service started by ``songswipe run``.
     songswipe_run_dir: Path = Path(".local/run")
+    #: ``songswipe run`` gives the orchestrator this metrics port, the generator
+    #: the next one and the finalizer the one after; 0 turns their metrics off.
+    songswipe_metrics_port_base: int = Field(default=9101, ge=0, le=65533)
     #: How long a demo order may take to settle.
     demo_timeout_s: float = Field(default=300.0, gt=0)
     #: How long the services may take to become ready.
@@ -36,3 +41,7 @@ class CliSettings(ServiceSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def webhook_base_url(self) -> str:
+        return self.webhook_url or f"http://127.0.0.1:{self.webhook_port}"

@@ -164,10 +164,12 @@ class Supervisor:
         log_dir: Path,
         run_dir: Path,
         environment: Mapping[str, Mapping[str, str]] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.log_dir = log_dir
         self.run_dir = run_dir
         self.environment = environment or {}
+        self.cwd = cwd
         self.processes: list[ServiceProcess] = []
 
     def refuse_if_running(self) -> None:
@@ -206,6 +208,7 @@ class Supervisor:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=self.cwd,
             start_new_session=True,
         )
         pid_path(self.run_dir, service).write_text(f"{process.pid}\n")
