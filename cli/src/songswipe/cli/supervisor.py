@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -196,11 +195,8 @@ class Supervisor:
 
     def _start_one(self, service: str, command: str) -> ServiceProcess:
         path = log_path(self.log_dir, service)
-        log_file = path.open("ab")
-        log_file.write(
-            f"\n===== {service} started {datetime.now().isoformat()}\n".encode()
-        )
-        log_file.flush()
+        # Each run starts its logs afresh, so a JSON log stays one JSON per line.
+        log_file = path.open("wb")
         env = {**os.environ, **self.environment.get(service, {})}
         process = subprocess.Popen(
             [command],
