@@ -1,0 +1,222 @@
+"""The finalizer: final order statuses and the dead-letter monitor.
+
+It reads ``generation.settled`` and ``generation.dlq`` in one consumer group
+and commits an offset only once the message is in the database. A message
+that does not match its schema is logged and skipped (committed), so one bad
+message never stops the rest; while the database is down nothing is
+committed and the same message is tried again with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from songswipe.finalizer import metrics, store
+from songswipe.finalizer.settings import FinalizerSettings
+from songswipe.shared.db import Pool, is_transient, open_pool
+from songswipe.shared.errors import (
+    DatabaseUnavailable,
+    KafkaUnavailable,
+    MalformedMessage,
+)
+from songswipe.shared.kafka import OffsetTracker, ensure_topics, make_consumer
+from songswipe.shared.messages import DeadLetter, GenerationSettled
+
+logger = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 500
+DB_RETRY_FIRST_DELAY_MS = 200
+DB_RETRY_MAX_DELAY_MS = 10_000
+
+
+class Finalizer:
+    def __init__(self, settings: FinalizerSettings, pool: Pool) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.pool = pool
+        self._offsets = OffsetTracker()
+
+    async def run(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """Process messages until ``stop`` is set, committing finished ones."""
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            for tp, records in batches.items():
+                for record in records:
+                    self._offsets.start(tp, record.offset)
+                for record in records:
+                    if not await self._process(record, stop):
+                        break
+                    self._offsets.finish(tp, record.offset)
+            await self._commit(consumer)
+
+    async def _process(
+        self, record: ConsumerRecord[Any, Any], stop: asyncio.Event
+    ) -> bool:
+        """Handle one record, retrying database faults until ``stop``.
+
+        Returns ``False`` when stopped before the record was handled.
+        """
+        delay_ms = DB_RETRY_FIRST_DELAY_MS
+        while True:
+            try:
+                await self.handle(record.topic, record.value)
+                return True
+            except DatabaseUnavailable as exc:
+                delay_ms = min(delay_ms * 2, DB_RETRY_MAX_DELAY_MS)
+                logger.warning(
+                    "Database unavailable while handling %s offset=%d (%s);"
+                    " not committing, retrying in %d ms",
+                    record.topic,
+                    record.offset,
+                    exc,
+                    delay_ms,
+                )
+                jittered_s = delay_ms * random.uniform(1.0, 1.2) / 1000
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=jittered_s)
+                except TimeoutError:
+                    continue
+                return False
+
+    async def handle(self, topic: str, raw: bytes | None) -> str:
+        """Handle one message of ``topic``; return what it did."""
+        try:
+            if topic == self.topics.settled:
+                return await self.on_settled(GenerationSettled.from_bytes(raw))
+            if topic == self.topics.dlq:
+                return await self.on_dead_letter(DeadLetter.from_bytes(raw))
+        except MalformedMessage as exc:
+            metrics.malformed.labels(topic).inc()
+            logger.warning("Skipping a malformed message on %s: %s", topic, exc)
+            return "malformed"
+        except psycopg.Error as exc:
+            if is_transient(exc):
+                raise DatabaseUnavailable(str(exc)) from exc
+            logger.exception(
+                "The database refused a message on %s; skipping it. The message"
+                " was: %r",
+                topic,
+                raw,
+            )
+            return "refused"
+        logger.warning("Skipping a message on unexpected topic %s", topic)
+        return "unexpected"
+
+    async def on_settled(self, settled: GenerationSettled) -> str:
+        async with self.pool.connection() as conn:
+            outcome = await store.settle_order(conn, settled)
+        metrics.orders_settled.labels(outcome.value).inc()
+
+        if outcome is store.Settlement.MISSING:
+            logger.warning(
+                "Settlement for order_id=%s, which does not exist; skipping it",
+                settled.order_id,
+            )
+        elif outcome is store.Settlement.UNCHANGED:
+            logger.info(
+                "Order order_id=%s was already settled; duplicate ignored",
+                settled.order_id,
+            )
+        else:
+            logger.info(
+                "Order order_id=%s is %s: %d complete, %d failed",
+                settled.order_id,
+                outcome,
+                settled.complete_count,
+                settled.failed_count,
+            )
+        return outcome.value
+
+    async def on_dead_letter(self, letter: DeadLetter) -> str:
+        async with self.pool.connection() as conn:
+            stored = await store.store_dead_letter(conn, letter)
+            settled = await store.settle_from_variants(conn, letter.order_id)
+
+        if settled is not None:
+            metrics.orders_settled.labels(settled.value).inc()
+            logger.info(
+                "Order order_id=%s is %s: its last open variant was dead-lettered",
+                letter.order_id,
+                settled,
+            )
+        if not stored:
+            metrics.dead_letters_duplicate.inc()
+            logger.info(
+                "Dead letter id=%s is already stored; duplicate ignored",
+                letter.message_id,
+            )
+            return "duplicate"
+
+        metrics.dead_letters_stored.labels(letter.job_type).inc()
+        variant = f" variant={letter.variant_number}" if letter.variant_number else ""
+        logger.warning(
+            "Dead letter stored: order_id=%s%s job_type=%s failed after %d"
+            " attempts: %s: %s. Inspect with `songswipe dlq list`, replay with"
+            " `songswipe dlq replay %s` once the cause is fixed",
+            letter.order_id,
+            variant,
+            letter.job_type,
+            letter.attempt_count,
+            letter.error_type,
+            letter.error_message,
+            letter.message_id,
+        )
+        return "stored"
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        offsets = self._offsets.take_committable()
+        owned = consumer.assignment()
+        self._offsets.forget(tp for tp in offsets if tp not in owned)
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The messages are read again after a restart or by the partition's
+            # new owner; handling one twice is harmless.
+            logger.warning("Offset commit failed (%s); continuing", exc)
+
+
+async def run(settings: FinalizerSettings, stop: asyncio.Event) -> None:
+    """Run the finalizer until ``stop`` is set."""
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        settings.topics.specs(settings.kafka_partitions),
+    )
+    pool = await open_pool(
+        settings.database_url, max_size=settings.database_pool_max_size
+    )
+    consumer = make_consumer(
+        settings.kafka_bootstrap_servers,
+        settings.topics.settled,
+        settings.topics.dlq,
+        group_id=settings.group_id,
+        client_id="songswipe-finalizer",
+        max_poll_records=settings.finalizer_max_poll_records,
+    )
+    try:
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            raise KafkaUnavailable(
+                f"cannot reach Kafka at {settings.kafka_bootstrap_servers}"
+            ) from exc
+        logger.info(
+            "Finalizer consuming %s and %s as group %s",
+            settings.topics.settled,
+            settings.topics.dlq,
+            settings.group_id,
+        )
+        await Finalizer(settings, pool).run(consumer, stop)
+    finally:
+        await consumer.stop()
+        await pool.close()
+        logger.info("Finalizer stopped")

@@ -1,0 +1,518 @@
+"""The orchestrator: order state in a faust table, fan-out, settlement, sweeps.
+
+The table is keyed by the order id (the same bytes as every message key) and
+backed by a compacted changelog co-partitioned with ``generation.requested``
+and ``variant.completed``, so the worker that owns an order's messages owns
+its state too. Writes go through the producer's partitioner
+(``use_partitioner``), which puts each key in the changelog partition its
+messages use and lets the sweep timer write outside a stream.
+
+Crash safety, at least once: faust commits a source offset only after the
+agent finished the event and after flushing the producer that carries the
+table's changelog. Every side effect happens before the table records it:
+
+- killed after the fan-out but before the table write reached the
+  changelog: the request comes again and fans out again. The generator
+  treats a variant already ``complete`` as done, and the database writes
+  are guarded, so the repeat costs messages, not songs;
+- killed after the table write: the recovered table says the order is
+  known, and the redelivered request is a duplicate;
+- killed after ``generation.settled`` but before the table says so: the
+  completion comes again and the order is settled again, with the same
+  counts; the finalizer's update is forward-only, so the order settles once.
+
+Work an order cannot finish (a missing customization, a variant that never
+completes) goes to ``generation.dlq`` under an id derived from the order,
+so publishing it twice still stores one ``failed_jobs`` row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+import faust
+
+from songswipe.orchestrator import metrics, store
+from songswipe.orchestrator.locks import KeyedLocks
+from songswipe.orchestrator.resources import Resources
+from songswipe.orchestrator.retry import retry_transient
+from songswipe.orchestrator.settings import OrchestratorSettings
+from songswipe.orchestrator.state import VARIANT_NUMBERS, Change, OrderState
+from songswipe.shared import topics as topic_names
+from songswipe.shared.errors import DatabaseUnavailable, MalformedMessage, NotFound
+from songswipe.shared.kafka import publish
+from songswipe.shared.messages import (
+    DeadLetter,
+    GenerationRequested,
+    GenerationSettled,
+    Message,
+    SongBrief,
+    VariantCompleted,
+)
+from songswipe.shared.statuses import VariantStatus
+
+logger = logging.getLogger(__name__)
+
+#: Namespace of the ids the orchestrator derives (dead letters, settlements).
+ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "orchestrator.songswipe")
+#: The ``error_type`` of a variant failed by the generation timeout.
+GENERATION_TIMEOUT = "GenerationTimeout"
+
+
+def broker_urls(bootstrap_servers: str) -> list[str]:
+    """``host:port,host:port`` as faust's broker URLs."""
+    return [
+        f"kafka://{server.strip()}"
+        for server in bootstrap_servers.split(",")
+        if server.strip()
+    ]
+
+
+def create_app(settings: OrchestratorSettings) -> Any:
+    """The faust app: memory store, every topic created by ``ensure_topics``."""
+    session_timeout_s = settings.orchestrator_session_timeout_s
+    return faust.App(
+        settings.topics.orchestrator_app_id,
+        broker=broker_urls(settings.kafka_bootstrap_servers),
+        # Rebuilt from the changelog at start, so nothing on disk can go stale.
+        store="memory://",
+        topic_partitions=settings.kafka_partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        datadir=str(settings.orchestrator_data_dir),
+        web_enabled=False,
+        autodiscover=False,
+        processing_guarantee="at_least_once",
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=max(1.0, session_timeout_s / 10),
+    )
+
+
+class Orchestrator:
+    """The faust app with its table, its two agents and the sweep timer."""
+
+    def __init__(
+        self, settings: OrchestratorSettings, resources: Resources | None = None
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.resources = resources or Resources(settings)
+        self._locks = KeyedLocks()
+
+        partitions = settings.kafka_partitions
+        self.app = create_app(settings)
+        self.table = self.app.Table(
+            topic_names.ORDER_STATE_TABLE,
+            partitions=partitions,
+            key_type=bytes,
+            use_partitioner=True,
+            help="Generation state per order id",
+            on_recover=self._on_table_recovered,
+        )
+        requested = self.app.topic(
+            self.topics.requested,
+            partitions=partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        completed = self.app.topic(
+            self.topics.completed,
+            partitions=partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.requested_agent = self.app.agent(requested, name="requested")(
+            self._requested_stream
+        )
+        self.completed_agent = self.app.agent(completed, name="completed")(
+            self._completed_stream
+        )
+        self.app.timer(settings.orchestrator_sweep_interval_s, name="sweep")(
+            self._sweep_timer
+        )
+
+    async def _on_table_recovered(self) -> None:
+        logger.info(
+            "Order table recovered from %s: %d orders; consuming partitions %s",
+            self.topics.order_state_changelog,
+            len(self.table),
+            sorted(self.owned_partitions()),
+        )
+
+    # Agents: each yields what it did with every message, which faust's test
+    # context records.
+
+    async def _requested_stream(self, stream: Any) -> AsyncIterator[str]:
+        async for event in stream.events():
+            yield await self.on_requested(event.value, event.message.partition)
+
+    async def _completed_stream(self, stream: Any) -> AsyncIterator[str]:
+        async for event in stream.events():
+            yield await self.on_completed(event.value)
+
+    async def on_requested(self, raw: bytes | None, partition: int) -> str:
+        try:
+            request = GenerationRequested.from_bytes(raw)
+        except MalformedMessage as exc:
+            return self._skip_malformed(self.topics.requested, exc)
+
+        async with self._locks.hold(request.key):
+            try:
+                outcome = await self._fan_out(request, partition)
+            except Exception as exc:
+                logger.exception(
+                    "Fan-out of order_id=%s failed unexpectedly; dead-lettering"
+                    " the request",
+                    request.order_id,
+                )
+                await self._dead_letter_request(request, exc)
+                outcome = "error"
+        metrics.requests.labels(outcome).inc()
+        return outcome
+
+    async def on_completed(self, raw: bytes | None) -> str:
+        try:
+            completion = VariantCompleted.from_bytes(raw)
+        except MalformedMessage as exc:
+            return self._skip_malformed(self.topics.completed, exc)
+
+        async with self._locks.hold(completion.key):
+            try:
+                outcome = await self._record_completion(completion)
+            except Exception:
+                logger.exception(
+                    "Recording the completion of order_id=%s variant=%d failed"
+                    " unexpectedly; skipping it, the sweep will time the variant out",
+                    completion.order_id,
+                    completion.variant_number,
+                )
+                outcome = "error"
+        metrics.completions.labels(outcome).inc()
+        return outcome
+
+    # generation.requested
+
+    async def _fan_out(self, request: GenerationRequested, partition: int) -> str:
+        order_id = request.order_id
+        if request.key in self.table:
+            logger.info("Duplicate request for order_id=%s, ignoring it", order_id)
+            return "duplicate"
+
+        try:
+            context = await retry_transient(
+                lambda: store.load_request(
+                    self.resources.pool,
+                    order_id=order_id,
+                    customization_id=request.customization_id,
+                ),
+                what="Loading the order",
+                order_id=order_id,
+            )
+            brief = SongBrief.from_customization(context.customization)
+        except (NotFound, ValueError) as exc:
+            return await self._reject(request, exc)
+        except DatabaseUnavailable:
+            return await self._requeue(request)
+
+        if context.order_status.terminal:
+            logger.info(
+                "Order order_id=%s is already %s; not generating it again",
+                order_id,
+                context.order_status,
+            )
+            return "finished"
+
+        try:
+            await retry_transient(
+                lambda: store.start_generation(self.resources.pool, order_id),
+                what="Starting the generation",
+                order_id=order_id,
+            )
+        except DatabaseUnavailable:
+            return await self._requeue(request)
+
+        state = OrderState.fan_out(
+            partition=partition,
+            user_id=context.user_id,
+            brief=brief,
+            now_s=time.time(),
+        )
+        await asyncio.gather(
+            *(
+                self._publish(self.topics.generate, state.work(order_id, n))
+                for n in VARIANT_NUMBERS
+            )
+        )
+        self.table[request.key] = state.to_table()
+        logger.info(
+            "Order order_id=%s is generating: %d variants sent to %s",
+            order_id,
+            len(VARIANT_NUMBERS),
+            self.topics.generate,
+        )
+        return "fanned_out"
+
+    async def _reject(self, request: GenerationRequested, exc: Exception) -> str:
+        """Fail an order that retrying cannot help, and dead-letter its request."""
+        pool = self.resources.pool
+        try:
+            await retry_transient(
+                lambda: store.fail_order(pool, request.order_id, str(exc)),
+                what="Failing the order",
+                order_id=request.order_id,
+            )
+        except DatabaseUnavailable:
+            return await self._requeue(request)
+
+        letter = await self._dead_letter_request(request, exc)
+        logger.warning(
+            "Order order_id=%s failed: %s. Dead letter id=%s; fix the data, then"
+            " place the order again",
+            request.order_id,
+            exc,
+            letter.message_id,
+        )
+        return "rejected"
+
+    async def _dead_letter_request(
+        self, request: GenerationRequested, exc: Exception
+    ) -> DeadLetter:
+        letter = DeadLetter(
+            message_id=self._derived_id(
+                topic_names.GENERATION_REQUESTED, request.order_id
+            ),
+            order_id=request.order_id,
+            job_type=topic_names.GENERATION_REQUESTED,
+            source_topic=self.topics.requested,
+            payload=request.model_dump(mode="json"),
+            error_type=type(exc).__name__,
+            error_message=str(exc),
+            error_stack="".join(traceback.format_exception(exc)),
+            attempt_count=1,
+        )
+        await self._publish(self.topics.dlq, letter)
+        metrics.dead_letters.labels(letter.job_type).inc()
+        return letter
+
+    async def _requeue(self, request: GenerationRequested) -> str:
+        """Put the request behind the partition's newer ones, to try it later.
+
+        The table does not know the order yet, so the copy is not a duplicate.
+        """
+        await self._publish(self.topics.requested, request)
+        logger.warning(
+            "Database unavailable for order_id=%s; request put back at the end of"
+            " %s, will try it again",
+            request.order_id,
+            self.topics.requested,
+        )
+        return "requeued"
+
+    # variant.completed
+
+    async def _record_completion(self, completion: VariantCompleted) -> str:
+        key = completion.key
+        current = self.table.get(key)
+        if current is None:
+            logger.warning(
+                "Completion of order_id=%s variant=%d for an order this"
+                " orchestrator does not know (never requested, or settled long"
+                " ago); skipping it",
+                completion.order_id,
+                completion.variant_number,
+            )
+            return "unknown"
+
+        state = OrderState.from_table(current)
+        change = state.record(completion.variant_number, completion.status)
+        if change is not Change.DUPLICATE:
+            self.table[key] = state.to_table()
+            logger.info(
+                "Variant order_id=%s variant=%d is %s",
+                completion.order_id,
+                completion.variant_number,
+                completion.status,
+            )
+
+        # A duplicate may still settle: the settlement of the first delivery
+        # may have been cut short.
+        resettle = change is Change.RECOVERED
+        if state.all_terminal and (not state.settled or resettle):
+            await self._settle(key, completion.order_id, state)
+        return change.value
+
+    async def _settle(self, key: bytes, order_id: uuid.UUID, state: OrderState) -> None:
+        complete_count, failed_count = state.counts()
+        settled = GenerationSettled(
+            message_id=self._derived_id(
+                topic_names.GENERATION_SETTLED, order_id, complete_count
+            ),
+            order_id=order_id,
+            complete_count=complete_count,
+            failed_count=failed_count,
+        )
+        await self._publish(self.topics.settled, settled)
+        state.settle(time.time())
+        self.table[key] = state.to_table()
+
+        outcome = "completed" if complete_count else "failed"
+        metrics.settlements.labels(outcome).inc()
+        logger.info(
+            "Order order_id=%s settled as %s: %d complete, %d failed",
+            order_id,
+            outcome,
+            complete_count,
+            failed_count,
+        )
+
+    # The sweep: stuck variants and old settled orders.
+
+    async def _sweep_timer(self) -> None:
+        if self.app.rebalancing:
+            return
+        await self.sweep(time.time(), self.owned_partitions())
+
+    def owned_partitions(self) -> set[int]:
+        """Partitions of the request topic this worker processes now."""
+        return {
+            tp.partition
+            for tp in self.app.consumer.assignment()
+            if tp.topic == self.topics.requested
+        }
+
+    async def sweep(self, now_s: float, partitions: Collection[int]) -> None:
+        """Time out stuck variants and forget long-settled orders.
+
+        Only orders of ``partitions`` are touched: after a rebalance the
+        in-memory table may still hold orders another worker now owns.
+        """
+        timeout_s = self.settings.orchestrator_generation_timeout_s
+        retention_s = self.settings.orchestrator_settled_retention_s
+        for key, value in list(self.table.items()):
+            state = OrderState.from_table(value)
+            if state.partition not in partitions:
+                continue
+            if state.settled_at_s is not None:
+                if now_s - state.settled_at_s >= retention_s:
+                    del self.table[key]
+                continue
+            if not state.overdue(now_s, timeout_s):
+                continue
+            try:
+                async with self._locks.hold(key):
+                    await self._expire(key, now_s)
+            except Exception:
+                logger.exception(
+                    "Sweep of order_id=%s failed; trying again at the next sweep",
+                    key.decode(errors="replace"),
+                )
+
+    async def _expire(self, key: bytes, now_s: float) -> None:
+        """Dispatch overdue variants again, or fail them once out of dispatches."""
+        current = self.table.get(key)
+        if current is None:
+            return
+        state = OrderState.from_table(current)
+        order_id = uuid.UUID(key.decode())
+        timeout_s = self.settings.orchestrator_generation_timeout_s
+        max_dispatches = self.settings.orchestrator_max_dispatches
+
+        for n in state.overdue(now_s, timeout_s):
+            if state.variants[n].dispatch < max_dispatches:
+                state.redispatch(n, now_s)
+                await self._publish(self.topics.generate, state.work(order_id, n))
+                metrics.redispatches.inc()
+                logger.info(
+                    "No completion for order_id=%s variant=%d within %.0f s;"
+                    " dispatched it again (dispatch %d of %d)",
+                    order_id,
+                    n,
+                    timeout_s,
+                    state.variants[n].dispatch,
+                    max_dispatches,
+                )
+            else:
+                state.record(n, await self._abandon(order_id, state, n))
+            self.table[key] = state.to_table()
+
+        if state.all_terminal and not state.settled:
+            await self._settle(key, order_id, state)
+
+    async def _abandon(
+        self, order_id: uuid.UUID, state: OrderState, variant: int
+    ) -> VariantStatus:
+        """Fail a variant that never completed; dead-letter it if it moved."""
+        dispatches = state.variants[variant].dispatch
+        error = (
+            f"no completion after {dispatches} dispatches of"
+            f" {self.settings.orchestrator_generation_timeout_s:.0f} s each"
+        )
+        outcome = await retry_transient(
+            lambda: store.fail_variant(self.resources.pool, order_id, variant, error),
+            what="Failing the variant",
+            order_id=order_id,
+        )
+        if outcome.status is VariantStatus.COMPLETE:
+            logger.info(
+                "Variant order_id=%s variant=%d timed out here but is complete in"
+                " the database; recording it as complete",
+                order_id,
+                variant,
+            )
+            return VariantStatus.COMPLETE
+        if not outcome.moved:
+            # Failed by the generator, which dead-lettered it itself.
+            return VariantStatus.FAILED
+
+        work = state.work(order_id, variant)
+        letter = DeadLetter(
+            message_id=self._derived_id(
+                topic_names.VARIANT_GENERATE, order_id, variant, dispatches
+            ),
+            order_id=order_id,
+            job_type=topic_names.VARIANT_GENERATE,
+            source_topic=self.topics.generate,
+            payload=work.model_dump(mode="json"),
+            variant_number=variant,
+            error_type=GENERATION_TIMEOUT,
+            error_message=error,
+            attempt_count=dispatches,
+        )
+        await self._publish(self.topics.dlq, letter)
+        metrics.dead_letters.labels(letter.job_type).inc()
+        logger.warning(
+            "Variant order_id=%s variant=%d failed: %s. Dead letter id=%s; replay"
+            " it with `songswipe dlq replay %s`",
+            order_id,
+            variant,
+            error,
+            letter.message_id,
+            letter.message_id,
+        )
+        return VariantStatus.FAILED
+
+    # Helpers
+
+    async def _publish(self, topic: str, message: Message) -> None:
+        """Publish and wait for the ack; without Kafka nothing can progress."""
+        await retry_transient(
+            lambda: publish(self.resources.producer, topic, message),
+            what=f"Publishing to {topic}",
+            order_id=message.order_id,
+            forever=True,
+        )
+
+    @staticmethod
+    def _derived_id(*parts: object) -> uuid.UUID:
+        return uuid.uuid5(ID_NAMESPACE, ":".join(str(part) for part in parts))
+
+    def _skip_malformed(self, topic: str, exc: MalformedMessage) -> str:
+        metrics.malformed.labels(topic).inc()
+        logger.warning("Skipping a malformed message on %s: %s", topic, exc)
+        return "malformed"
