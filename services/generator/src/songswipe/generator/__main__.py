@@ -26,6 +26,8 @@ def main() -> None:
         logger.error("Generator not started, fix its settings first:\n%s", exc)
         sys.exit(2)
     configure_logging(settings.log_level, settings.log_format)
+    # httpx logs every request at INFO; the worker logs what each one meant.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
 
     try:
         asyncio.run(_serve(settings))

@@ -114,9 +114,7 @@ class GeneratorService:
             )
             topics = [self._topics.generate, *self._topics.retries]
             consumer.subscribe(topics, listener=_Rebalance(self))
-            await _start_kafka(consumer.start(), bootstrap)
-            stack.push_async_callback(consumer.stop)
-
+            # The first rebalance may run inside start() and commits already.
             self._consumer = consumer
             self._worker = VariantWorker(
                 provider=provider,
@@ -129,7 +127,7 @@ class GeneratorService:
                 ),
             )
             logger.info(
-                "Generator consuming %s as group=%s: provider=%s storage=%s"
+                "Generator starting on %s as group=%s: provider=%s storage=%s"
                 " concurrency=%d retry_delays_ms=%s",
                 ",".join(topics),
                 settings.consumer_group_id,
@@ -138,6 +136,8 @@ class GeneratorService:
                 self._capacity,
                 ",".join(str(d) for d in settings.generator_retry_delays_ms),
             )
+            await _start_kafka(consumer.start(), bootstrap)
+            stack.push_async_callback(consumer.stop)
             try:
                 await self._consume()
             finally:
