@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 from songswipe.shared.db import Connection
-from songswipe.shared.messages import DeadLetter, SongBrief, VariantGenerate
+from songswipe.shared.messages import (
+    DeadLetter,
+    GenerationRequested,
+    SongBrief,
+    VariantGenerate,
+)
 from songswipe.shared.topics import MAX_ATTEMPTS, Topics
 from tests.support import insert_customization, insert_order
 
@@ -34,6 +40,15 @@ async def order_with_variants(
     return order
 
 
+def requested_work(order: dict[str, Any]) -> GenerationRequested:
+    return GenerationRequested(
+        order_id=order["id"],
+        user_id=order["user_id"],
+        customization_id=order["customization_id"],
+        stripe_session_id=order["stripe_session_id"],
+    )
+
+
 def variant_work(order: dict[str, Any], variant_number: int) -> VariantGenerate:
     return VariantGenerate(
         order_id=order["id"],
@@ -52,8 +67,13 @@ async def insert_dead_letter(
     variant_number: int = 3,
     job_type: str = "variant.generate",
     payload: dict[str, Any] | None = None,
+    whole: bool = False,
 ) -> DeadLetter:
-    """A ``failed_jobs`` row as the finalizer stores a dead letter."""
+    """A ``failed_jobs`` row as the finalizer stores a dead letter.
+
+    The finalizer stores the work itself as ``event_data``; ``whole`` stores
+    the whole dead letter instead, which the CLI reads too.
+    """
     if payload is None:
         assert order is not None
         payload = variant_work(order, variant_number).model_dump(mode="json")
@@ -76,7 +96,7 @@ async def insert_dead_letter(
             letter.message_id,
             letter.order_id,
             letter.job_type,
-            letter.model_dump_json(),
+            letter.model_dump_json() if whole else json.dumps(letter.payload),
             letter.error_message,
             letter.error_stack,
             letter.attempt_count,

@@ -8,10 +8,10 @@ from typing import Any
 
 from songswipe.cli.errors import ExitCode
 from songswipe.shared.db import Connection
-from songswipe.shared.messages import VariantGenerate
+from songswipe.shared.messages import GenerationRequested, VariantGenerate
 from songswipe.shared.topics import Topics
 from tests.cli.cli import invoke, run_command, settings_for
-from tests.cli.seed import insert_dead_letter, order_with_variants
+from tests.cli.seed import insert_dead_letter, order_with_variants, requested_work
 from tests.support import consume
 
 
@@ -231,3 +231,70 @@ async def test_replay_needs_an_id_or_all(
     result = await invoke(settings, "dlq", "replay")
 
     assert result.exit_code == ExitCode.USAGE
+
+
+async def test_a_dead_lettered_request_reopens_its_failed_order_once(
+    db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    order = await order_with_variants(
+        db, order_status="failed", variant_statuses=("failed", "failed", "failed")
+    )
+    await db.execute(
+        "update orders set error = 'customization missing' where id = %s",
+        (order["id"],),
+    )
+    letter = await insert_dead_letter(
+        db,
+        topics,
+        order=order,
+        job_type="generation.requested",
+        payload=requested_work(order).model_dump(mode="json"),
+    )
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url, topics=topics
+    )
+
+    first = await invoke(settings, "dlq", "replay", str(letter.message_id))
+    second = await invoke(settings, "dlq", "replay", str(letter.message_id))
+
+    assert first.exit_code == ExitCode.OK, first.output
+    assert second.exit_code == ExitCode.REFUSED, second.output
+    sent = await consume(
+        kafka_bootstrap, topics.requested, GenerationRequested, expect=1
+    )
+    assert [(m.order_id, m.customization_id) for m in sent] == [
+        (order["id"], order["customization_id"])
+    ]
+    cursor = await db.execute(
+        "select status, error from orders where id = %s", (order["id"],)
+    )
+    assert await cursor.fetchone() == {"status": "generating", "error": None}
+
+
+async def test_a_request_of_a_completed_order_is_not_replayed(
+    db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    order = await order_with_variants(
+        db,
+        order_status="completed",
+        variant_statuses=("complete", "complete", "complete"),
+    )
+    letter = await insert_dead_letter(
+        db,
+        topics,
+        order=order,
+        job_type="generation.requested",
+        payload=requested_work(order).model_dump(mode="json"),
+    )
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url, topics=topics
+    )
+
+    result = await invoke(settings, "dlq", "replay", str(letter.message_id))
+
+    assert result.exit_code == ExitCode.REFUSED
+    assert "completed" in result.stdout
+    sent = await consume(
+        kafka_bootstrap, topics.requested, GenerationRequested, expect=0, settle_s=0.5
+    )
+    assert sent == []

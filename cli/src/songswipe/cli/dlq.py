@@ -7,6 +7,11 @@ variant that means a ``VariantGenerate`` with attempt 1 on
 says it is a replay), and the dead letter marked replayed. The dead letter's
 row is locked while this is decided, and a variant that is no longer
 ``failed`` is never replayed, so replaying twice does not duplicate the work.
+
+A dead-lettered ``generation.requested`` goes back to its topic too; its
+order, if ``failed``, is reopened to ``generating`` so the orchestrator takes
+it again. Anything else (a Stripe event the webhook could not use) is not
+pipeline work, and replaying is refused with what to do instead.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +34,13 @@ from songswipe.cli.settings import CliSettings
 from songswipe.shared.db import Connection
 from songswipe.shared.errors import KafkaUnavailable
 from songswipe.shared.kafka import ensure_topics, make_producer, publish
-from songswipe.shared.messages import VariantGenerate
-from songswipe.shared.statuses import VariantStatus
+from songswipe.shared.messages import (
+    GenerationRequested,
+    Message,
+    VariantGenerate,
+    utc_now,
+)
+from songswipe.shared.statuses import OrderStatus, VariantStatus
 from songswipe.shared.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -69,16 +79,24 @@ async def dead_letters_to_replay(conn: Connection) -> list[uuid.UUID]:
     return [row["id"] for row in await cursor.fetchall()]
 
 
-def variant_work(event_data: dict[str, Any]) -> VariantGenerate | None:
-    """The variant generation a dead letter holds, as it was sent.
-
-    ``event_data`` is either the dead letter with the work under ``payload``
-    or the work itself. ``None`` when it is not a variant generation.
-    """
+def _work(event_data: dict[str, Any]) -> dict[str, Any]:
+    """The work of a dead letter stored whole (under ``payload``) or bare."""
     payload = event_data.get("payload")
-    work = payload if isinstance(payload, dict) else event_data
+    return payload if isinstance(payload, dict) else event_data
+
+
+def variant_work(event_data: dict[str, Any]) -> VariantGenerate | None:
+    """The variant generation a dead letter holds, as it was sent, or ``None``."""
     try:
-        return VariantGenerate.model_validate(work)
+        return VariantGenerate.model_validate(_work(event_data))
+    except ValidationError:
+        return None
+
+
+def requested_work(event_data: dict[str, Any]) -> GenerationRequested | None:
+    """The generation request a dead letter holds, as it was sent, or ``None``."""
+    try:
+        return GenerationRequested.model_validate(_work(event_data))
     except ValidationError:
         return None
 
@@ -123,6 +141,20 @@ async def replay_producer(settings: CliSettings) -> AsyncIterator[AIOKafkaProduc
         await producer.stop()
 
 
+Statement = tuple[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """What a replay sends, and the statements that undo its database changes."""
+
+    topic: str
+    message: Message
+    detail: str
+    undo: Sequence[Statement]
+    variant_number: int | None = None
+
+
 async def replay(
     conn: Connection,
     producer: AIOKafkaProducer,
@@ -132,8 +164,8 @@ async def replay(
     """Send one dead letter's work back, or say why it is not sent.
 
     The database changes commit before the message is published, so the
-    generator never sees the work while the variant still reads ``failed``;
-    if the publish then fails, the changes are undone.
+    consumer never sees the work while its row still reads ``failed``; if the
+    publish then fails, the changes are undone.
     """
     async with conn.transaction():
         cursor = await conn.execute(
@@ -146,49 +178,9 @@ async def replay(
                 code=ExitCode.NOT_FOUND,
                 hint="`songswipe dlq list` shows the dead letters.",
             )
-        original = variant_work(letter["event_data"])
-        if original is None:
-            return ReplayResult(
-                dead_letter_id,
-                replayed=False,
-                detail=f"job_type={letter['job_type']} is not a variant generation;"
-                " replaying it cannot help: fix the cause, then place the order again",
-                order_id=letter["order_id"],
-            )
-
-        cursor = await conn.execute(
-            "select id, status, attempt_count, error from song_variants"
-            " where order_id = %s and variant_number = %s for update",
-            (original.order_id, original.variant_number),
-        )
-        variant = await cursor.fetchone()
-        if variant is None:
-            return _refused(letter, original, "does not exist")
-        if variant["status"] != VariantStatus.FAILED:
-            return _refused(letter, original, f"is {variant['status']}, not failed")
-
-        work = original.model_copy(
-            update={
-                "message_id": uuid.uuid4(),
-                "attempt": 1,
-                "due_at": None,
-                "dispatch": await _next_dispatch(conn, original),
-            }
-        )
-
-        await conn.execute(_REPLAY_FLAG_SQL)
-        await conn.execute(
-            "update song_variants set status = 'pending', attempt_count = 0,"
-            " error = null, started_at = null, completed_at = null"
-            " where id = %s and status = 'failed'",
-            (variant["id"],),
-        )
-        cursor = await conn.execute(
-            "update orders set status = 'generating', completed_at = null"
-            " where id = %s and status = 'failed' returning id",
-            (work.order_id,),
-        )
-        reopened_order = await cursor.fetchone() is not None
+        planned = await _plan(conn, topics, letter)
+        if isinstance(planned, ReplayResult):
+            return planned
         await conn.execute(
             "update failed_jobs set replayed_at = now(),"
             " replay_count = replay_count + 1 where id = %s",
@@ -196,66 +188,161 @@ async def replay(
         )
 
     try:
-        await publish(producer, topics.generate, work)
+        await publish(producer, planned.topic, planned.message)
     except KafkaUnavailable:
-        await _undo(conn, letter, variant, reopened_order=reopened_order)
+        await _undo(conn, letter, planned.undo)
         raise
 
     logger.info(
-        "Replayed dead letter id=%s order_id=%s variant=%d",
+        "Replayed dead letter id=%s order_id=%s to %s",
         dead_letter_id,
-        work.order_id,
-        work.variant_number,
+        planned.message.order_id,
+        planned.topic,
     )
     return ReplayResult(
         dead_letter_id,
         replayed=True,
-        detail=f"variant {work.variant_number} is pending again, attempt 1 sent"
-        f" to {topics.generate}",
-        order_id=work.order_id,
-        variant_number=work.variant_number,
+        detail=planned.detail,
+        order_id=planned.message.order_id,
+        variant_number=planned.variant_number,
     )
 
 
-def _refused(
-    letter: dict[str, Any], work: VariantGenerate, reason: str
-) -> ReplayResult:
-    """A replay refused because the variant must not be generated again."""
-    detail = f"variant {work.variant_number} of order {work.order_id} {reason}"
+async def _plan(
+    conn: Connection, topics: Topics, letter: dict[str, Any]
+) -> _Replay | ReplayResult:
+    if (work := variant_work(letter["event_data"])) is not None:
+        return await _plan_variant(conn, topics, letter, work)
+    if (request := requested_work(letter["event_data"])) is not None:
+        return await _plan_request(conn, topics, letter, request)
+    return _refused(
+        letter,
+        f"job_type={letter['job_type']} is not pipeline work; fix the cause, then"
+        " have Stripe resend the event (or place the order again)",
+    )
+
+
+async def _plan_variant(
+    conn: Connection, topics: Topics, letter: dict[str, Any], original: VariantGenerate
+) -> _Replay | ReplayResult:
+    where = f"variant {original.variant_number} of order {original.order_id}"
+    cursor = await conn.execute(
+        "select id, status, attempt_count, error from song_variants"
+        " where order_id = %s and variant_number = %s for update",
+        (original.order_id, original.variant_number),
+    )
+    variant = await cursor.fetchone()
+    if variant is None:
+        return _refused(letter, f"{where} does not exist")
+    if variant["status"] != VariantStatus.FAILED:
+        return _refused(letter, f"{where} is {variant['status']}, not failed")
+
+    await conn.execute(_REPLAY_FLAG_SQL)
+    await conn.execute(
+        "update song_variants set status = 'pending', attempt_count = 0,"
+        " error = null, started_at = null, completed_at = null"
+        " where id = %s and status = 'failed'",
+        (variant["id"],),
+    )
+    undo: list[Statement] = [
+        (
+            "update song_variants set status = 'failed', attempt_count = %s,"
+            " error = %s where id = %s and status = 'pending'",
+            (variant["attempt_count"], variant["error"], variant["id"]),
+        )
+    ]
+    undo += await _reopen_order(conn, original.order_id)
+
+    work = original.model_copy(
+        update={
+            "message_id": uuid.uuid4(),
+            "attempt": 1,
+            "due_at": None,
+            "dispatch": await _next_dispatch(conn, original),
+        }
+    )
+    return _Replay(
+        topics.generate,
+        work,
+        f"{where} is pending again, attempt 1 sent to {topics.generate}",
+        undo,
+        variant_number=original.variant_number,
+    )
+
+
+async def _plan_request(
+    conn: Connection,
+    topics: Topics,
+    letter: dict[str, Any],
+    original: GenerationRequested,
+) -> _Replay | ReplayResult:
+    where = f"order {original.order_id}"
+    cursor = await conn.execute(
+        "select status from orders where id = %s for update", (original.order_id,)
+    )
+    order = await cursor.fetchone()
+    if order is None:
+        return _refused(letter, f"{where} does not exist")
+    if order["status"] == OrderStatus.COMPLETED:
+        return _refused(letter, f"{where} is completed; nothing to generate")
+    if letter["replayed_at"] is not None and order["status"] != OrderStatus.FAILED:
+        return _refused(letter, f"{where} is {order['status']}")
+
+    undo = await _reopen_order(conn, original.order_id)
+    request = original.model_copy(
+        update={"message_id": uuid.uuid4(), "requested_at": utc_now()}
+    )
+    return _Replay(
+        topics.requested,
+        request,
+        f"{where} is generating, its request sent to {topics.requested} again",
+        undo,
+    )
+
+
+async def _reopen_order(conn: Connection, order_id: uuid.UUID) -> list[Statement]:
+    """Move a ``failed`` order back to ``generating``; the statement undoing it."""
+    cursor = await conn.execute(
+        "select error from orders where id = %s and status = 'failed'", (order_id,)
+    )
+    failed = await cursor.fetchone()
+    if failed is None:
+        return []
+    await conn.execute(_REPLAY_FLAG_SQL)
+    await conn.execute(
+        "update orders set status = 'generating', completed_at = null, error = null"
+        " where id = %s and status = 'failed'",
+        (order_id,),
+    )
+    return [
+        (
+            "update orders set status = 'failed', error = %s"
+            " where id = %s and status = 'generating'",
+            (failed["error"], order_id),
+        )
+    ]
+
+
+def _refused(letter: dict[str, Any], reason: str) -> ReplayResult:
+    """A replay refused, saying why and whether it was replayed before."""
+    detail = reason
     if letter["replayed_at"] is not None:
         detail += (
             "; this dead letter was already replayed at"
             f" {letter['replayed_at'].isoformat(timespec='seconds')}"
         )
     return ReplayResult(
-        letter["id"],
-        replayed=False,
-        detail=detail,
-        order_id=work.order_id,
-        variant_number=work.variant_number,
+        letter["id"], replayed=False, detail=detail, order_id=letter["order_id"]
     )
 
 
 async def _undo(
-    conn: Connection,
-    letter: dict[str, Any],
-    variant: dict[str, Any],
-    *,
-    reopened_order: bool,
+    conn: Connection, letter: dict[str, Any], statements: Sequence[Statement]
 ) -> None:
     """Put back what a replay changed, after its message could not be sent."""
     async with conn.transaction():
-        await conn.execute(
-            "update song_variants set status = 'failed', attempt_count = %s,"
-            " error = %s where id = %s and status = 'pending'",
-            (variant["attempt_count"], variant["error"], variant["id"]),
-        )
-        if reopened_order:
-            await conn.execute(
-                "update orders set status = 'failed'"
-                " where id = %s and status = 'generating'",
-                (letter["order_id"],),
-            )
+        for query, params in statements:
+            await conn.execute(query, params)
         await conn.execute(
             "update failed_jobs set replayed_at = %s,"
             " replay_count = greatest(replay_count - 1, 0) where id = %s",
