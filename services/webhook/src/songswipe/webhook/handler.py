@@ -77,8 +77,22 @@ where stripe_session_id = %s
 for update
 """
 
-MARK_PUBLISHED = """
-update orders set published_at = now() where id = %s and published_at is null
+# After the ack: the order counts as handed on and the event as handled.
+# The commit does not wait for the disk; were it lost in a database crash,
+# the order would only be swept and published again.
+RECORD_HANDLED = """
+with commit_mode as (
+    select set_config('synchronous_commit', 'off', true)
+), published as (
+    update orders set published_at = now()
+    where id = %(order_id)s and status = 'paid' and published_at is null
+)
+insert into stripe_events (event_id, event_type, stripe_session_id, order_id, outcome)
+select
+    %(event_id)s::text, %(event_type)s::text, %(session_id)s::text,
+    %(order_id)s::uuid, %(outcome)s::text
+from commit_mode
+on conflict (event_id) do nothing
 """
 
 RECORD_EVENT = """
@@ -227,7 +241,6 @@ class WebhookHandler:
             )
             if unpublished:
                 await self._publish(order, event)
-                await conn.execute(MARK_PUBLISHED, (order["id"],))
 
             if created:
                 outcome = Outcome.ORDER_RECORDED
@@ -236,8 +249,14 @@ class WebhookHandler:
             else:
                 outcome = Outcome.DUPLICATE
             await conn.execute(
-                RECORD_EVENT,
-                (event.id, event.type, session_id, order["id"], outcome.value),
+                RECORD_HANDLED,
+                {
+                    "order_id": order["id"],
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "session_id": session_id,
+                    "outcome": outcome.value,
+                },
             )
 
         self._log_hand_on(outcome, order["id"], event)

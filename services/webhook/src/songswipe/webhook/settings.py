@@ -23,7 +23,7 @@ class WebhookSettings(ServiceSettings):
     webhook_signature_tolerance_s: int = Field(default=300, ge=1)
     webhook_publish_timeout_s: float = Field(default=5.0, gt=0)
     webhook_database_timeout_s: float = Field(default=5.0, gt=0)
-    webhook_kafka_linger_ms: int = Field(default=1, ge=0, le=100)
+    webhook_kafka_linger_ms: int = Field(default=0, ge=0, le=100)
 
     webhook_sweep_interval_s: float = Field(default=60.0, ge=0)
     webhook_sweep_after_s: float = Field(default=120.0, ge=0)
