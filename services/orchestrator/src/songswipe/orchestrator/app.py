@@ -75,7 +75,7 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
 
 
 def create_app(settings: OrchestratorSettings) -> Any:
-    """The faust app: memory store, every topic created by ``ensure_topics``."""
+    """The faust app: the table in memory, rebuilt from its changelog at start."""
     session_timeout_s = settings.orchestrator_session_timeout_s
     return faust.App(
         settings.topics.orchestrator_app_id,
@@ -83,7 +83,10 @@ def create_app(settings: OrchestratorSettings) -> Any:
         # Rebuilt from the changelog at start, so nothing on disk can go stale.
         store="memory://",
         topic_partitions=settings.kafka_partitions,
-        topic_allow_declare=False,
+        # ``ensure_topics`` creates every topic first; declaring the changelog
+        # again finds it there and loads its metadata into faust's producer,
+        # which the partitioner needs before the first table write.
+        topic_allow_declare=True,
         topic_disable_leader=True,
         datadir=str(settings.orchestrator_data_dir),
         web_enabled=False,
@@ -214,8 +217,7 @@ class Orchestrator:
                 what="Loading the order",
                 order_id=order_id,
             )
-            brief = SongBrief.from_customization(context.customization)
-        except (NotFound, ValueError) as exc:
+        except NotFound as exc:
             return await self._reject(request, exc)
         except DatabaseUnavailable:
             return await self._requeue(request)
@@ -227,6 +229,18 @@ class Orchestrator:
                 context.order_status,
             )
             return "finished"
+
+        if context.customization is None:
+            missing = NotFound(
+                f"customization {request.customization_id} not found (the order"
+                f" references {context.order_customization_id})",
+                order_id=order_id,
+            )
+            return await self._reject(request, missing)
+        try:
+            brief = SongBrief.from_customization(context.customization)
+        except ValueError as exc:
+            return await self._reject(request, exc)
 
         try:
             await retry_transient(

@@ -65,7 +65,9 @@ where order_id = %(order_id)s and variant_number = %(variant)s
 class RequestContext:
     order_status: OrderStatus
     user_id: UUID
-    customization: Row
+    #: ``None`` when missing, or not the one the order references.
+    customization: Row | None
+    order_customization_id: UUID
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ async def _run(what: str, order_id: UUID, operation: Callable[[], Awaitable[T]])
 async def load_request(
     pool: Pool, *, order_id: UUID, customization_id: UUID
 ) -> RequestContext:
-    """The order's status and its customization, or ``NotFound``.
+    """The order's status and its customization; ``NotFound`` without the order.
 
     The customization must be the one the order references: a request that
     names another one is as unusable as a customization that is gone.
@@ -106,15 +108,12 @@ async def load_request(
     row = await _run("loading the order", order_id, load)
     if row is None:
         raise NotFound(f"order {order_id} does not exist", order_id=order_id)
-    if row["id"] is None:
-        raise NotFound(
-            f"customization {customization_id} of order {order_id} not found"
-            f" (the order references {row['order_customization_id']})",
-            order_id=order_id,
-        )
     customization = {k: v for k, v in row.items() if not k.startswith("order_")}
     return RequestContext(
-        OrderStatus(row["order_status"]), row["order_user_id"], customization
+        order_status=OrderStatus(row["order_status"]),
+        user_id=row["order_user_id"],
+        customization=customization if row["id"] is not None else None,
+        order_customization_id=row["order_customization_id"],
     )
 
 
