@@ -54,7 +54,8 @@ def test_settling_drops_the_brief_and_ends_the_timeouts() -> None:
         state.record(n, FAILED)
     state.settle(3000.0)
 
-    assert state.settled and state.brief is None
+    assert state.settled
+    assert state.brief is None
     assert state.overdue(10**9, 1.0) == []
     assert state.counts() == (0, 3)
 
