@@ -250,7 +250,13 @@ def print_songs(
         for variant in order.variants:
             if variant.storage_path:
                 location = song_location(settings, variant.storage_path)
-                console.print(f"  variant {variant.number}: {location}")
+                console.print(
+                    f"  variant {variant.number}: {location}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             else:
                 reason = variant.error or variant.status
-                console.print(f"  variant {variant.number}: no song ({reason})")
+                console.print(
+                    f"  variant {variant.number}: no song ({reason})", soft_wrap=True
+                )

@@ -38,7 +38,8 @@ def progress_table(orders: Sequence[OrderView], started_s: float) -> Table:
             for v in order.variants
         ]
         cells += ["-"] * (VARIANT_COUNT - len(cells))
-        table.add_row(str(order.id), status_text(order.status), *cells, elapsed)
+        short_id = str(order.id).split("-", 1)[0]
+        table.add_row(short_id, status_text(order.status), *cells, elapsed)
     return table
 
 
@@ -86,12 +87,12 @@ async def follow(
             orders = await load_orders(conn, order_ids)
             for order in orders:
                 for line in _changes(seen.get(order.id), order, variants=variant_lines):
-                    live.console.print(line, highlight=False)
+                    live.console.print(line, highlight=False, soft_wrap=True)
                 seen[order.id] = _snapshot(order)
             live.update(progress_table(orders, started_s))
 
             if len(orders) == len(order_ids) and all(o.settled for o in orders):
-                return orders
+                break
             if time.monotonic() >= deadline:
                 unsettled = [str(o.id) for o in orders if not o.settled]
                 raise CliError(
@@ -103,3 +104,6 @@ async def follow(
                 )
             check_alive()
             await asyncio.sleep(POLL_INTERVAL_S)
+    if not console.is_terminal:
+        console.line()
+    return orders

@@ -71,6 +71,7 @@ async def run_pipeline(settings: CliSettings, console: Console) -> None:
                 f"  {running.service:<13} pid {running.process.pid:<7}"
                 f" {running.log_path.resolve()}  {urls.get(running.service, '')}",
                 highlight=False,
+                soft_wrap=True,
             )
 
         await place_and_follow(
