@@ -62,3 +62,67 @@ async def committed_total(settings: FinalizerSettings) -> int:
         return total
     finally:
         await consumer.stop()
+
+
+class PausableProxy:
+    """A TCP proxy in front of Postgres that can go dark and come back.
+
+    ``pause`` drops every connection and refuses new ones, like a database
+    that went away; ``resume`` listens again on the same port.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def pause(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def resume(self) -> None:
+        await self.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self.pause()
+
+    async def _accept(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                self.target_host, self.target_port
+            )
+        except OSError:
+            client_writer.close()
+            return
+        self._writers |= {client_writer, upstream_writer}
+        await asyncio.gather(
+            self._pipe(client_reader, upstream_writer),
+            self._pipe(upstream_reader, client_writer),
+        )
+        self._writers -= {client_writer, upstream_writer}
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
