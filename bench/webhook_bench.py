@@ -284,7 +284,8 @@ async def measure(args: argparse.Namespace) -> int:
     open_phase = f"open {args.rate:.0f}/s x {args.duration:.0f} s"
     closed_phase = f"closed {args.clients} x {args.saturate:.0f} s"
     print()
-    print(f"machine: {os.cpu_count()} CPUs; server logs in {logs}")
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {load}; logs in {logs}")
     print(
         f"{'target':<13} {'phase':<22} {'200s':>7} {'other':>6}"
         f" {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>9}"

@@ -21,8 +21,10 @@ from songswipe.shared.errors import DatabaseUnavailable, KafkaUnavailable
 from songswipe.shared.kafka import ensure_topics, make_producer
 from songswipe.webhook.db import pooled
 from songswipe.webhook.errors import Rejected
+from songswipe.webhook.events import StripeEvent
 from songswipe.webhook.handler import WebhookHandler
 from songswipe.webhook.ingress import (
+    INVALID_SIGNATURE,
     SIGNATURE_HEADER,
     parse_event,
     read_body,
@@ -139,35 +141,11 @@ def create_app(settings: WebhookSettings) -> FastAPI:
 
     @app.post(WEBHOOK_PATH)
     async def stripe_webhook(request: Request) -> Response:
-        runtime: Runtime = request.app.state.runtime
         started = time.perf_counter()
-        try:
-            body = await read_body(request, max_bytes=settings.webhook_max_body_bytes)
-            verify_signature(
-                body,
-                request.headers.get(SIGNATURE_HEADER),
-                secret=secret,
-                tolerance_s=settings.webhook_signature_tolerance_s,
-            )
-            event = parse_event(body)
-            handled = await runtime.handler.handle(event, body)
-        except Rejected as exc:
-            outcome = "too_large" if exc.status_code == 413 else "rejected"
-            logger.info("Refused a delivery with %d: %s", exc.status_code, exc.reason)
-            return _answer(metrics, started, outcome, exc.status_code, exc.reason)
-        except (DatabaseUnavailable, KafkaUnavailable) as exc:
-            if isinstance(exc, DatabaseUnavailable):
-                logger.warning(
-                    "Database unavailable, answering 503; Stripe will retry: %s", exc
-                )
-            return _answer(metrics, started, "unavailable", 503, "try again later")
-
-        body_out = {"received": True, "outcome": handled.outcome.value}
-        if handled.order_id is not None:
-            body_out["order_id"] = str(handled.order_id)
-        metrics.requests.labels(outcome=handled.outcome.value).inc()
+        status, answer, outcome = await _deliver(request, settings, secret)
+        metrics.requests.labels(outcome=outcome).inc()
         metrics.latency.observe(time.perf_counter() - started)
-        return JSONResponse(body_out)
+        return JSONResponse(answer, status_code=status)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -192,12 +170,60 @@ def create_app(settings: WebhookSettings) -> FastAPI:
     return app
 
 
-def _answer(
-    metrics: WebhookMetrics, started: float, outcome: str, status: int, reason: str
-) -> Response:
-    metrics.requests.labels(outcome=outcome).inc()
-    metrics.latency.observe(time.perf_counter() - started)
-    return JSONResponse({"error": reason}, status_code=status)
+async def _deliver(
+    request: Request, settings: WebhookSettings, secret: str
+) -> tuple[int, dict[str, object], str]:
+    """Handle one delivery: (status code, JSON answer, outcome for the metrics)."""
+    runtime: Runtime = request.app.state.runtime
+    event: StripeEvent | None = None
+    try:
+        body = await read_body(request, max_bytes=settings.webhook_max_body_bytes)
+        verify_signature(
+            body,
+            request.headers.get(SIGNATURE_HEADER),
+            secret=secret,
+            tolerance_s=settings.webhook_signature_tolerance_s,
+        )
+        event = parse_event(body)
+        handled = await runtime.handler.handle(event, body)
+    except Rejected as exc:
+        _log_rejection(exc)
+        outcome = "too_large" if exc.status_code == 413 else "rejected"
+        return exc.status_code, {"error": exc.reason}, outcome
+    except (DatabaseUnavailable, KafkaUnavailable) as exc:
+        # A Kafka fault is logged where the order it concerns is known.
+        if isinstance(exc, DatabaseUnavailable):
+            logger.warning(
+                "Database unavailable, answering 503; Stripe will retry"
+                " event_id=%s event_type=%s: %s",
+                event.id if event else None,
+                event.type if event else None,
+                exc,
+            )
+        return 503, {"error": "try again later"}, "unavailable"
+    except Exception:
+        logger.exception(
+            "Delivery failed unexpectedly, answering 500; Stripe will retry"
+            " event_id=%s event_type=%s",
+            event.id if event else None,
+            event.type if event else None,
+        )
+        return 500, {"error": "internal error"}, "error"
+
+    answer: dict[str, object] = {"received": True, "outcome": handled.outcome.value}
+    if handled.order_id is not None:
+        answer["order_id"] = str(handled.order_id)
+    return 200, answer, handled.outcome.value
+
+
+def _log_rejection(exc: Rejected) -> None:
+    if exc.reason == INVALID_SIGNATURE:
+        logger.warning(
+            "Refused a delivery with an invalid signature; if Stripe sent it,"
+            " STRIPE_WEBHOOK_SECRET is not this endpoint's signing secret"
+        )
+        return
+    logger.info("Refused a delivery with %d: %s", exc.status_code, exc.reason)
 
 
 async def _database_ready(pool: Pool) -> bool:

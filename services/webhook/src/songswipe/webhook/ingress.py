@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import stripe
 from pydantic import ValidationError
 from starlette.requests import Request
+from stripe import SignatureVerificationError, WebhookSignature
 
 from songswipe.webhook.errors import Rejected
 from songswipe.webhook.events import StripeEvent
 
 SIGNATURE_HEADER = "stripe-signature"
+INVALID_SIGNATURE = "invalid signature"
 
 
 async def read_body(request: Request, *, max_bytes: int) -> bytes:
@@ -42,10 +43,10 @@ def verify_signature(
     if not header:
         raise Rejected(400, "missing Stripe-Signature header")
     try:
-        stripe.WebhookSignature.verify_header(body, header, secret, tolerance_s)
+        WebhookSignature.verify_header(body, header, secret, tolerance_s)
     except UnicodeDecodeError:
         raise Rejected(400, "body is not UTF-8") from None
-    except stripe.SignatureVerificationError:
+    except SignatureVerificationError:
         raise Rejected(400, _signature_problem(body, header, secret)) from None
 
 
@@ -53,9 +54,9 @@ def _signature_problem(body: bytes, header: str, secret: str) -> str:
     # The library checks the signature before the timestamp; a second check
     # without a tolerance tells a stale delivery from a forged one.
     try:
-        stripe.WebhookSignature.verify_header(body, header, secret, None)
-    except stripe.SignatureVerificationError:
-        return "invalid signature"
+        WebhookSignature.verify_header(body, header, secret, None)
+    except SignatureVerificationError:
+        return INVALID_SIGNATURE
     return "timestamp outside the tolerance"
 
 
