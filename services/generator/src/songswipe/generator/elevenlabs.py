@@ -23,6 +23,7 @@ from songswipe.shared.errors import ProviderError
 logger = logging.getLogger(__name__)
 
 MUSIC_PATH = "/v1/music"
+CONNECTIONS_PER_CLIENT = 10
 #: Longest wait a ``Retry-After`` header may ask for; more is a bad header.
 MAX_RETRY_AFTER_MS = 60 * 60 * 1000
 _ERROR_TEXT_MAX_CHARS = 300
@@ -30,7 +31,16 @@ _RETRIABLE_4XX = frozenset({408, 409, 425, 429})
 
 
 class ElevenLabsProvider:
-    """One long-lived HTTP client for every generation of the process."""
+    """Long-lived HTTP clients, made once, for every generation of the process.
+
+    With up to ``CONNECTIONS_PER_CLIENT`` generations at a time (the default
+    concurrency, and the concurrency limit of most ElevenLabs plans) that is
+    a single client. NOTE: httpcore's pool scans its connections
+    quadratically on every request (encode/httpcore#1035): at a hundred
+    connections that costs more CPU than the rest of a generation. Until it
+    is fixed, higher concurrency is spread over a few clients of at most
+    ``CONNECTIONS_PER_CLIENT`` connections each.
+    """
 
     name = "elevenlabs"
 
@@ -47,20 +57,26 @@ class ElevenLabsProvider:
     ) -> None:
         self._model_id = model_id
         self._output_format = output_format
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"xi-api-key": api_key.get_secret_value()},
-            timeout=httpx.Timeout(
-                connect=connect_timeout_s,
-                read=read_timeout_s,
-                write=connect_timeout_s,
-                pool=connect_timeout_s,
-            ),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-            ),
-        )
+        client_count = -(-max_connections // CONNECTIONS_PER_CLIENT)
+        per_client = -(-max_connections // client_count)
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=base_url,
+                headers={"xi-api-key": api_key.get_secret_value()},
+                timeout=httpx.Timeout(
+                    connect=connect_timeout_s,
+                    read=read_timeout_s,
+                    write=connect_timeout_s,
+                    pool=connect_timeout_s,
+                ),
+                limits=httpx.Limits(
+                    max_connections=per_client,
+                    max_keepalive_connections=per_client,
+                ),
+            )
+            for _ in range(client_count)
+        ]
+        self._requests_in_flight = [0] * client_count
 
     async def compose(self, request: CompositionRequest) -> bytes:
         body = {
@@ -68,8 +84,12 @@ class ElevenLabsProvider:
             "music_length_ms": request.music_length_ms,
             "model_id": self._model_id,
         }
+        # The least busy client never runs out of connections: there are
+        # enough of them for GENERATOR_CONCURRENCY requests in all.
+        index = min(range(len(self._clients)), key=self._requests_in_flight.__getitem__)
+        self._requests_in_flight[index] += 1
         try:
-            response = await self._client.post(
+            response = await self._clients[index].post(
                 MUSIC_PATH, params={"output_format": self._output_format}, json=body
             )
         except httpx.TimeoutException as exc:
@@ -82,6 +102,8 @@ class ElevenLabsProvider:
             raise ProviderError(
                 f"ElevenLabs unreachable: {exc!r}", retriable=True, reason="connection"
             ) from exc
+        finally:
+            self._requests_in_flight[index] -= 1
 
         if response.is_success:
             if not response.content:
@@ -104,7 +126,8 @@ class ElevenLabsProvider:
         raise error
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
 
 def classify_response(response: httpx.Response) -> ProviderError:

@@ -10,9 +10,10 @@ offset past it is committed. The due time travels in the message, so a hold
 survives a restart: the new process fetches the message again and holds it
 again.
 
-Back-pressure: with every slot busy the loop stops asking for records; if a
-slot does not free up quickly it pauses every partition, so the fetcher stops
-prefetching too, and keeps the group membership alive with empty polls.
+Back-pressure: with every slot busy the loop pauses every partition, so the
+fetcher stops fetching, and asks for no records until a slot frees; then it
+asks for as many records as there are free slots. What was prefetched before
+the pause (one fetch per partition at most) stays buffered for then.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ logger = logging.getLogger(__name__)
 
 CLIENT_ID = "songswipe-generator"
 POLL_TIMEOUT_MS = 500
-#: How long a full process waits for a free slot before pausing everything.
-FULL_WAIT_S = 1.0
+#: How often a process that stays full polls anyway: the group evicts a
+#: consumer that does not poll for max.poll.interval.ms (300 s).
+KEEPALIVE_POLL_S = 30.0
 
 
 class GeneratorService:
@@ -93,8 +95,12 @@ class GeneratorService:
         await ensure_topics(bootstrap, self._topics.specs(settings.kafka_partitions))
 
         async with AsyncExitStack() as stack:
+            # A warm pool: growing it one connection at a time under the
+            # first burst of work would delay that burst.
             pool = await open_pool(
-                settings.database_url, max_size=settings.database_pool_max_size
+                settings.database_url,
+                min_size=settings.database_pool_max_size,
+                max_size=settings.database_pool_max_size,
             )
             stack.push_async_callback(pool.close)
             provider = self._provider or make_provider(settings)
@@ -258,20 +264,27 @@ class GeneratorService:
         return max(1, min(POLL_TIMEOUT_MS, int(until_due_s * 1000) + 1))
 
     async def _wait_for_slot(self) -> None:
-        done, _ = await asyncio.wait(
-            self._tasks, timeout=FULL_WAIT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-        if done:
-            return
-
-        # Still full: stop the fetcher too, and poll (empty) so the group
-        # does not count this process as stuck.
+        # Full: stop fetching at once. What was prefetched stays buffered
+        # (at most one fetch per partition) and is served when a slot frees.
         consumer = self._require_consumer()
         self._sync_pauses(backpressure=True)
-        stray = await consumer.getmany(timeout_ms=0, max_records=1)
-        for tp, records in stray.items():
-            # Assigned by a rebalance after the pause: give it back.
-            consumer.seek(tp, records[0].offset)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {*self._tasks, stopping},
+                timeout=KEEPALIVE_POLL_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stopping.cancel()
+        if not done:
+            # Full for a long while: an empty poll tells the group this
+            # process is alive (it drops what was prefetched, fetched again
+            # later).
+            stray = await consumer.getmany(timeout_ms=0, max_records=1)
+            for tp, records in stray.items():
+                # Assigned by a rebalance after the pause: give it back.
+                consumer.seek(tp, records[0].offset)
         await self._commit()
 
     async def _commit(self) -> None:
