@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -154,7 +156,11 @@ async def test_a_dead_letter_published_twice_gives_one_failed_jobs_row(
     assert row["retry_count"] == 5
     assert row["source_topic"] == "t.variant.generate"
     assert row["failed_at"] == letter.failed_at
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name.startswith("songswipe.")
+    ]
     assert len(warnings) == 1
     assert str(order["id"]) in warnings[0].getMessage()
     assert f"songswipe dlq replay {letter.message_id}" in warnings[0].getMessage()
@@ -234,6 +240,12 @@ async def test_a_dead_letter_that_leaves_no_variant_open_settles_a_reopened_orde
     assert row["completed_at"] is not None
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def start_process(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """``python -m songswipe.finalizer``, logging to ``log_path``."""
     with log_path.open("wb") as log:
@@ -255,6 +267,7 @@ async def test_sigterm_stops_the_finalizer_process_cleanly(
     tmp_path: Path,
 ) -> None:
     order = await generating_order(db)
+    metrics_port = free_port()
     env = {
         **os.environ,
         "ENVIRONMENT": "test",
@@ -262,7 +275,7 @@ async def test_sigterm_stops_the_finalizer_process_cleanly(
         "KAFKA_TOPIC_PREFIX": topics.prefix,
         "KAFKA_PARTITIONS": "3",
         "DATABASE_URL": database_url,
-        "METRICS_PORT": "0",
+        "METRICS_PORT": str(metrics_port),
     }
     log_path = tmp_path / "finalizer.log"
     process = start_process(env, log_path)
@@ -273,6 +286,8 @@ async def test_sigterm_stops_the_finalizer_process_cleanly(
             return (await order_row(db, order["id"]))["status"] == "completed"
 
         await eventually(completed, timeout_s=30, what="order completed")
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{metrics_port}")).text
         process.send_signal(signal.SIGTERM)
         exit_code = await asyncio.to_thread(process.wait, 15)
     finally:
@@ -281,3 +296,6 @@ async def test_sigterm_stops_the_finalizer_process_cleanly(
 
     assert exit_code == 0, log_path.read_text()
     assert "Finalizer stopped" in log_path.read_text()
+    assert (
+        'songswipe_finalizer_orders_settled_total{outcome="completed"} 1.0' in metrics
+    )

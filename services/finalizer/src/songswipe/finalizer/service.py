@@ -84,6 +84,17 @@ class Finalizer:
                 except TimeoutError:
                     continue
                 return False
+            except Exception:
+                # Stopping here would stop every later message too, and a
+                # restart would meet the same message again.
+                logger.exception(
+                    "Handling %s offset=%d failed unexpectedly; skipping it."
+                    " The message was: %r",
+                    record.topic,
+                    record.offset,
+                    record.value,
+                )
+                return True
 
     async def handle(self, topic: str, raw: bytes | None) -> str:
         """Handle one message of ``topic``; return what it did."""

@@ -10,7 +10,7 @@ from mode import Service
 
 from songswipe.orchestrator.settings import OrchestratorSettings
 from songswipe.shared.db import Pool, open_pool
-from songswipe.shared.errors import KafkaUnavailable
+from songswipe.shared.errors import KafkaUnavailable, PipelineError
 from songswipe.shared.kafka import ensure_topics, make_producer
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,13 @@ class ResourcesService(Service):
         self.resources = resources
 
     async def on_start(self) -> None:
-        await self.resources.open()
+        try:
+            await self.resources.open()
+        except PipelineError as exc:
+            logger.error(
+                "Orchestrator cannot start: %s; fix it, then start it again", exc
+            )
+            raise
         logger.info("Database pool and Kafka producer ready")
 
     async def on_stop(self) -> None:
