@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +39,26 @@ def make_settings(
     return build
 
 
-@pytest.fixture
-async def orchestrator(make_settings: SettingsFactory) -> AsyncIterator[Orchestrator]:
+@asynccontextmanager
+async def opened(settings: OrchestratorSettings) -> AsyncIterator[Orchestrator]:
     """An orchestrator whose resources are open; agents run in test contexts.
 
     faust's own producer runs too: table writes go to the real changelog.
     """
-    built = Orchestrator(make_settings())
+    built = Orchestrator(settings)
     await built.resources.open()
     await built.app.producer.start()
     # What the table does when the worker starts it: the partitioner needs
     # the changelog's metadata.
     await built.table.changelog_topic.maybe_declare()
-    yield built
-    await built.app.producer.stop()
-    await built.resources.close()
+    try:
+        yield built
+    finally:
+        await built.app.producer.stop()
+        await built.resources.close()
+
+
+@pytest.fixture
+async def orchestrator(make_settings: SettingsFactory) -> AsyncIterator[Orchestrator]:
+    async with opened(make_settings()) as built:
+        yield built

@@ -43,7 +43,12 @@ from songswipe.orchestrator.locks import KeyedLocks
 from songswipe.orchestrator.resources import Resources
 from songswipe.orchestrator.retry import retry_transient
 from songswipe.orchestrator.settings import OrchestratorSettings
-from songswipe.orchestrator.state import VARIANT_NUMBERS, Change, OrderState
+from songswipe.orchestrator.state import (
+    VARIANT_NUMBERS,
+    Change,
+    OrderState,
+    StoredOrder,
+)
 from songswipe.shared import topics as topic_names
 from songswipe.shared.errors import DatabaseUnavailable, MalformedMessage, NotFound
 from songswipe.shared.kafka import publish
@@ -107,6 +112,7 @@ class Orchestrator:
         self.topics = settings.topics
         self.resources = resources or Resources(settings)
         self._locks = KeyedLocks()
+        self._db_budget_s = settings.orchestrator_db_retry_budget_s
 
         partitions = settings.kafka_partitions
         self.app = create_app(settings)
@@ -216,6 +222,7 @@ class Orchestrator:
                 ),
                 what="Loading the order",
                 order_id=order_id,
+                budget_s=self._db_budget_s,
             )
         except NotFound as exc:
             return await self._reject(request, exc)
@@ -247,6 +254,7 @@ class Orchestrator:
                 lambda: store.start_generation(self.resources.pool, order_id),
                 what="Starting the generation",
                 order_id=order_id,
+                budget_s=self._db_budget_s,
             )
         except DatabaseUnavailable:
             return await self._requeue(request)
@@ -280,6 +288,7 @@ class Orchestrator:
                 lambda: store.fail_order(pool, request.order_id, str(exc)),
                 what="Failing the order",
                 order_id=request.order_id,
+                budget_s=self._db_budget_s,
             )
         except DatabaseUnavailable:
             return await self._requeue(request)
@@ -409,16 +418,17 @@ class Orchestrator:
         timeout_s = self.settings.orchestrator_generation_timeout_s
         retention_s = self.settings.orchestrator_settled_retention_s
         for key, value in list(self.table.items()):
-            state = OrderState.from_table(value)
-            if state.partition not in partitions:
+            # Most orders are settled: look at them without validating them.
+            peek = StoredOrder.peek(value)
+            if peek.partition not in partitions:
                 continue
-            if state.settled_at_s is not None:
-                if now_s - state.settled_at_s >= retention_s:
+            if peek.settled_at_s is not None:
+                if now_s - peek.settled_at_s >= retention_s:
                     del self.table[key]
                 continue
-            if not state.overdue(now_s, timeout_s):
-                continue
             try:
+                if not OrderState.from_table(value).overdue(now_s, timeout_s):
+                    continue
                 async with self._locks.hold(key):
                     await self._expire(key, now_s)
             except Exception:
@@ -471,6 +481,7 @@ class Orchestrator:
             lambda: store.fail_variant(self.resources.pool, order_id, variant, error),
             what="Failing the variant",
             order_id=order_id,
+            budget_s=self._db_budget_s,
         )
         if outcome.status is VariantStatus.COMPLETE:
             logger.info(
@@ -519,7 +530,7 @@ class Orchestrator:
             lambda: publish(self.resources.producer, topic, message),
             what=f"Publishing to {topic}",
             order_id=message.order_id,
-            forever=True,
+            budget_s=None,
         )
 
     @staticmethod

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
-from itertools import chain, repeat
 from typing import TypeVar
 from uuid import UUID
 
@@ -16,10 +16,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: About 8 s in all: long enough for a database failover or a pool hiccup,
-#: short enough that other orders of the partition do not wait much longer.
-BOUNDED_DELAYS_MS = (200, 400, 800, 1600, 3200)
+FIRST_DELAY_MS = 200
 MAX_DELAY_MS = 5000
+#: Up to this fraction of each delay is added at random.
+JITTER = 0.2
 
 
 async def retry_transient(
@@ -27,32 +27,34 @@ async def retry_transient(
     *,
     what: str,
     order_id: UUID,
-    delays_ms: tuple[int, ...] = BOUNDED_DELAYS_MS,
-    forever: bool = False,
+    budget_s: float | None,
 ) -> T:
-    """Run ``operation`` until it succeeds or the delays run out.
+    """Run ``operation`` until it succeeds or ``budget_s`` is spent.
 
-    A ``TransientError`` is retried after each delay (with up to 20 % jitter);
-    the last one is raised. ``forever`` keeps retrying at ``MAX_DELAY_MS``,
-    for work that cannot be put aside, such as a fan-out already half done.
+    A ``TransientError`` is retried after a delay that doubles from
+    ``FIRST_DELAY_MS`` up to ``MAX_DELAY_MS``; the one that would overrun the
+    budget is raised. ``budget_s=None`` retries for as long as it takes, for
+    work that cannot be put aside, such as a fan-out already half published.
     """
-    delays = chain(delays_ms, repeat(MAX_DELAY_MS)) if forever else iter(delays_ms)
+    started_s = time.monotonic()
+    delay_ms = FIRST_DELAY_MS
     attempt = 1
     while True:
         try:
             return await operation()
         except TransientError as exc:
-            delay_ms = next(delays, None)
-            if delay_ms is None:
+            wait_ms = int(delay_ms * random.uniform(1.0, 1.0 + JITTER))
+            spent_s = time.monotonic() - started_s
+            if budget_s is not None and spent_s + wait_ms / 1000 > budget_s:
                 raise
-            delay_ms = int(delay_ms * random.uniform(1.0, 1.2))
             logger.info(
                 "%s failed for order_id=%s (attempt %d: %s), retrying in %d ms",
                 what,
                 order_id,
                 attempt,
                 exc,
-                delay_ms,
+                wait_ms,
             )
-            await asyncio.sleep(delay_ms / 1000)
+            await asyncio.sleep(wait_ms / 1000)
+            delay_ms = min(delay_ms * 2, MAX_DELAY_MS)
             attempt += 1

@@ -20,6 +20,9 @@ class OrchestratorSettings(ServiceSettings):
     orchestrator_sweep_interval_s: float = Field(default=30.0, gt=0)
     #: How long a settled order stays in the table, to recognise duplicates.
     orchestrator_settled_retention_s: float = Field(default=7 * DAY_S, gt=0)
+    #: How long one order may retry a database fault before it is put back
+    #: at the end of its partition, so the orders behind it can go first.
+    orchestrator_db_retry_budget_s: float = Field(default=10.0, gt=0)
     #: How long the group waits for a silent worker before moving its orders.
     orchestrator_session_timeout_s: float = Field(default=30.0, ge=6, le=300)
     #: faust's own directory (the table itself lives in memory).

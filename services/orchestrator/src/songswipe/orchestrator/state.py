@@ -7,6 +7,7 @@ database, written by the generator.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Self
 from uuid import UUID
@@ -38,6 +39,20 @@ class VariantState(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    """The two fields a sweep needs, read from a stored value as it is."""
+
+    partition: int | None
+    settled_at_s: float | None
+
+    @classmethod
+    def peek(cls, value: Any) -> Self:
+        if not isinstance(value, dict):
+            return cls(None, None)
+        return cls(value.get("partition"), value.get("settled_at_s"))
 
 
 class OrderState(BaseModel):

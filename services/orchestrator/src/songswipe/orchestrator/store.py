@@ -6,6 +6,7 @@ update says which statuses it may move from; running one twice is harmless.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,6 +19,9 @@ from songswipe.shared.errors import DatabaseUnavailable, NotFound
 from songswipe.shared.statuses import OrderStatus, VariantStatus
 
 T = TypeVar("T")
+
+#: Longest wait for a pooled connection plus its statements, per attempt.
+STATEMENT_TIMEOUT_S = 5.0
 
 _LOAD_REQUEST_SQL = """
 select o.status as order_status,
@@ -79,9 +83,17 @@ class VariantOutcome:
 
 
 async def _run(what: str, order_id: UUID, operation: Callable[[], Awaitable[T]]) -> T:
-    """Run ``operation``, turning a transient psycopg fault into ours."""
+    """Run ``operation`` within ``STATEMENT_TIMEOUT_S``.
+
+    Faults that may clear by themselves (a lost connection, a server that
+    does not answer) become ``DatabaseUnavailable``.
+    """
     try:
-        return await operation()
+        return await asyncio.wait_for(operation(), timeout=STATEMENT_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise DatabaseUnavailable(
+            f"{what}: no answer within {STATEMENT_TIMEOUT_S} s", order_id=order_id
+        ) from exc
     except psycopg.Error as exc:
         if is_transient(exc):
             raise DatabaseUnavailable(f"{what}: {exc}", order_id=order_id) from exc
