@@ -55,7 +55,9 @@ class Reply:
 
 @dataclass(frozen=True)
 class Received:
+    #: ``time.monotonic()`` and ``time.time()`` on arrival.
     at: float
+    wall_at: float
     method: str
     path: str
     query: dict[str, list[str]]
@@ -151,6 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         received = Received(
             at=time.monotonic(),
+            wall_at=time.time(),
             method="POST",
             path=url.path,
             query=parse_qs(url.query),
