@@ -8,6 +8,7 @@ from pathlib import Path
 
 import miniaudio
 import pytest
+from prometheus_client import REGISTRY
 
 from songswipe.shared.db import Connection
 from songswipe.shared.messages import DeadLetter, VariantCompleted, VariantGenerate
@@ -25,6 +26,11 @@ from tests.generator.helpers import (
     variant_status,
 )
 from tests.support import consume, eventually
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
 
 #: Scheduling slack: a retry is never early, but the clocks of the test and
 #: the fake server are read a few microseconds apart.
@@ -58,6 +64,9 @@ async def test_a_message_gives_one_complete_variant_and_a_playable_mp3(
         songs_dir=songs_dir,
         fake_url=fake.url,
     )
+    attempts_before = _metric(
+        "songswipe_generator_attempts_total", provider="elevenlabs"
+    )
 
     async with running_generator(settings):
         await publish_all(
@@ -90,6 +99,8 @@ async def test_a_message_gives_one_complete_variant_and_a_playable_mp3(
     assert request.json()["model_id"] == "music_v1"
     assert "Maya" in request.prompt
     assert "Sam" in request.prompt
+    attempts = _metric("songswipe_generator_attempts_total", provider="elevenlabs")
+    assert attempts == attempts_before + 1
 
 
 async def test_two_500s_then_success_take_three_attempts_spaced_by_the_tiers(
@@ -102,6 +113,10 @@ async def test_two_500s_then_success_take_three_attempts_spaced_by_the_tiers(
 ) -> None:
     customization, order = await order_with_variants(db, recipient_name="Noor")
     fake.plan("Noor", [Reply(500), Reply(502)])
+    retries_before = [
+        _metric("songswipe_generator_retries_total", reason=reason)
+        for reason in ("http_500", "http_502")
+    ]
     settings = settings_for(
         kafka_bootstrap=kafka_bootstrap,
         database_url=database_url,
@@ -135,6 +150,11 @@ async def test_two_500s_then_success_take_three_attempts_spaced_by_the_tiers(
     assert [m.attempt for m in tier_1] == [2]
     assert [m.attempt for m in tier_2] == [3]
     assert all(m.due_at is not None for m in tier_1 + tier_2)
+    retries_after = [
+        _metric("songswipe_generator_retries_total", reason=reason)
+        for reason in ("http_500", "http_502")
+    ]
+    assert retries_after == [before + 1 for before in retries_before]
 
 
 async def test_a_429_waits_for_retry_after_without_holding_up_fresh_work(
