@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -43,7 +45,7 @@ from songswipe.shared.kafka import ensure_topics, make_consumer, make_producer
 from songswipe.shared.migrate import apply_migrations
 from songswipe.shared.settings import ServiceSettings
 from songswipe.shared.stripe_signing import signature_header
-from songswipe.shared.topics import TopicSpec
+from songswipe.shared.topics import Topics, TopicSpec
 
 SECRET = "whsec_bench_secret"
 PARTITIONS = 6
@@ -192,11 +194,16 @@ async def pipeline_phase(
     count: int,
     rate_per_s: float | None,
     check_alive: Callable[[], None],
+    sent_at: dict[str, float] | None = None,
 ) -> Figures:
-    """Send ``count`` paid orders; return latency to ``completed`` and orders/s."""
+    """Send ``count`` paid orders; return latency to ``completed`` and orders/s.
+
+    ``sent_at`` receives when each order's event was posted, by session id.
+    """
     rows = await customizations(conn, count)
     sessions = [f"cs_bench_{uuid.uuid4().hex}" for _ in rows]
-    sent_at: dict[str, float] = {}
+    if sent_at is None:
+        sent_at = {}
     refused: list[int] = []
 
     async def send(index: int) -> None:
@@ -243,6 +250,67 @@ async def pipeline_phase(
     latencies_s = [done[s] - sent_at[s] for s in sessions]
     span_s = max(done.values()) - min(sent_at.values())
     return figures(latencies_s, span_s)
+
+
+STAGES = (
+    ("webhook: POST to order row", "sent", "created"),
+    ("orchestrator: order row to variant rows", "created", "fanned_out"),
+    ("hop to generator: variant rows to first start", "fanned_out", "started"),
+    ("generator: first start to last variant done", "started", "generated"),
+    ("settle: last variant done to completed", "generated", "done"),
+)
+
+
+async def stage_breakdown(
+    conn: Connection, sent_at: dict[str, float]
+) -> list[tuple[str, float, float]]:
+    """Where the time goes, from the rows' own timestamps: (stage, p50, p99) ms."""
+    cursor = await conn.execute(
+        "select o.stripe_session_id as session,"
+        " extract(epoch from o.created_at) as created,"
+        " extract(epoch from min(v.created_at)) as fanned_out,"
+        " extract(epoch from min(v.started_at)) as started,"
+        " extract(epoch from max(v.completed_at)) as generated,"
+        " extract(epoch from o.updated_at) as done"
+        " from orders o join song_variants v on v.order_id = o.id"
+        " where o.stripe_session_id = any(%s) and o.status = 'completed'"
+        " group by o.id",
+        (list(sent_at),),
+    )
+    rows = [
+        {
+            **{k: float(v) for k, v in row.items() if k != "session"},
+            "sent": sent_at[row["session"]],
+        }
+        for row in await cursor.fetchall()
+    ]
+    breakdown = []
+    for name, start, end in STAGES:
+        spans_ms = [1000 * (row[end] - row[start]) for row in rows]
+        breakdown.append(
+            (name, statistics.median(spans_ms), percentile(spans_ms, 0.99))
+        )
+    return breakdown
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) each process has used so far."""
+    used = {}
+    for name, pid in pids.items():
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        used[name] = times.user + times.system
+    return used
+
+
+def process_ids(supervisor: Supervisor) -> dict[str, int]:
+    pids = {p.service: p.process.pid for p in supervisor.processes}
+    kafka_pid_file = Path(".local/run/kafka.pid")
+    if kafka_pid_file.exists():
+        pids["kafka broker"] = int(kafka_pid_file.read_text().strip())
+    return pids
 
 
 # ---------------------------------------------------------------- floor
@@ -327,8 +395,8 @@ async def floor_relays(bootstrap: str, prefix: str) -> AsyncIterator[list[str]]:
         for hop in range(FLOOR_HOPS)
     ]
     try:
-        # The relays join their groups; a first message through shows they have.
-        await floor_phase(bootstrap, topics, count=3, rate_per_s=None)
+        # The relays join their groups and settle, as the services did.
+        await floor_phase(bootstrap, topics, count=100, rate_per_s=50)
         yield topics
     finally:
         for task in tasks:
@@ -346,7 +414,7 @@ def verdict(ok: bool) -> str:
 async def main(rate_per_s: float, duration_s: float, saturation_count: int) -> None:
     base = ServiceSettings()
     bootstrap = base.kafka_bootstrap_servers
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    prefix = f"pipebench{uuid.uuid4().hex[:8]}."
     latency_count = round(rate_per_s * duration_s)
     webhook_port = 18000 + uuid.uuid4().int % 1000
     webhook_url = f"http://127.0.0.1:{webhook_port}"
@@ -370,6 +438,7 @@ async def main(rate_per_s: float, duration_s: float, saturation_count: int) -> N
                 "METRICS_PORT": "0",
                 "LOG_LEVEL": "WARNING",
             }
+            await ensure_topics(bootstrap, Topics(prefix).specs(PARTITIONS))
             print(f"Starting the four services (logs in {workdir / 'logs'}) ...")
             conn = await connect(database_url)
             try:
@@ -390,6 +459,7 @@ async def main(rate_per_s: float, duration_s: float, saturation_count: int) -> N
                         check_alive=supervisor.check_alive,
                     )
                     print(f"Latency: {rate_per_s:g} orders/s for {duration_s:g} s")
+                    paced_sent: dict[str, float] = {}
                     paced = await pipeline_phase(
                         conn,
                         client,
@@ -397,7 +467,12 @@ async def main(rate_per_s: float, duration_s: float, saturation_count: int) -> N
                         count=latency_count,
                         rate_per_s=rate_per_s,
                         check_alive=supervisor.check_alive,
+                        sent_at=paced_sent,
                     )
+                    breakdown = await stage_breakdown(conn, paced_sent)
+                    pids = process_ids(supervisor)
+                    cpu_before = cpu_seconds(pids)
+                    saturation_started = time.monotonic()
                     print(f"Saturation: {saturation_count} orders, as fast as taken")
                     saturated = await pipeline_phase(
                         conn,
@@ -407,6 +482,8 @@ async def main(rate_per_s: float, duration_s: float, saturation_count: int) -> N
                         rate_per_s=None,
                         check_alive=supervisor.check_alive,
                     )
+                    saturation_s = time.monotonic() - saturation_started
+                    cpu_after = cpu_seconds(pids)
             finally:
                 await conn.close()
 
@@ -428,10 +505,18 @@ async def main(rate_per_s: float, duration_s: float, saturation_count: int) -> N
         f"  ratio     p50 x{paced.p50_ms / floor_paced.p50_ms:.1f}"
         f"  p99 x{paced.p99_ms / floor_paced.p99_ms:.1f}"
     )
+    print("  where the time goes (p50 / p99 per stage)")
+    for name, p50_ms, p99_ms in breakdown:
+        print(f"    {name:<48} {p50_ms:7.1f} ms / {p99_ms:7.1f} ms")
     print("sustained (saturation run)")
     print(f"  pipeline  {saturated.per_s:7.1f} orders/s")
     print(f"  floor     {floor_saturated.per_s:7.1f} msgs/s")
     print(f"  ratio     {saturated.per_s / floor_saturated.per_s:.2f} of the floor")
+    cores = os.cpu_count()
+    print(f"  CPU used during the saturation run ({saturation_s:.1f} s, {cores} cores)")
+    for name, used_s in sorted(cpu_after.items(), key=lambda item: -item[1]):
+        share = (used_s - cpu_before.get(name, 0.0)) / saturation_s
+        print(f"    {name:<13} {100 * share:5.0f} % of a core")
     print("targets")
     print(f"  p50 <= {TARGET_P50_MS:g} ms: {verdict(paced.p50_ms <= TARGET_P50_MS)}")
     print(f"  p99 <= {TARGET_P99_MS:g} ms: {verdict(paced.p99_ms <= TARGET_P99_MS)}")

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import miniaudio
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from songswipe.cli.errors import ExitCode
 from songswipe.cli.supervisor import SERVICES
@@ -69,6 +70,17 @@ def _duration_s(path: Path) -> float:
     return float(decoded.duration)
 
 
+def _metric_sum(exposition: str, family: str) -> float:
+    """The sum of a counter's samples (every label set) in a /metrics page."""
+    return sum(
+        sample.value
+        for metric in text_string_to_metric_families(exposition)
+        if metric.name == family
+        for sample in metric.samples
+        if sample.name == f"{family}_total"
+    )
+
+
 def _not_json_lines(log_dir: Path) -> dict[str, list[str]]:
     """Per service, the log lines that are not one JSON object."""
     found: dict[str, list[str]] = {}
@@ -120,7 +132,19 @@ async def test_a_signed_event_gives_three_playable_songs(
 
     for service, response in scraped.items():
         assert response.status_code == httpx.codes.OK, service
-        assert "# TYPE" in response.text, service
+        assert f"songswipe_{service}_" in response.text, service
+    assert (
+        _metric_sum(scraped["webhook"].text, "songswipe_webhook_orders_recorded") == 1
+    )
+    assert _metric_sum(scraped["generator"].text, "songswipe_generator_attempts") == 3
+    assert (
+        _metric_sum(scraped["orchestrator"].text, "songswipe_orchestrator_settlements")
+        == 1
+    )
+    assert (
+        _metric_sum(scraped["finalizer"].text, "songswipe_finalizer_orders_settled")
+        == 1
+    )
     assert _not_json_lines(pipeline.log_dir) == {}
 
 
