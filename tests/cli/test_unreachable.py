@@ -57,3 +57,20 @@ async def test_help_documents_the_exit_codes() -> None:
     assert completed.code == ExitCode.OK
     for documented in ("3 database unreachable", "4 Kafka unreachable", "130"):
         assert documented in " ".join(completed.stdout.split())
+
+
+async def test_demo_without_running_services_says_make_run_and_exits_7(
+    database_url: str, kafka_bootstrap: str
+) -> None:
+    env = {
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "WEBHOOK_URL": f"http://127.0.0.1:{_closed_port()}",
+        "SERVICE_START_TIMEOUT_S": "2",
+    }
+
+    completed = await run_command("demo", env=env)
+
+    assert completed.code == ExitCode.SERVICES_FAILED, completed.stderr
+    assert "make run" in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,20 @@ def _duration_s(path: Path) -> float:
     return float(decoded.duration)
 
 
+def _cli_env(pipeline: Pipeline) -> dict[str, str]:
+    """The variables the real ``songswipe`` command needs for this pipeline."""
+    keys = (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "DATABASE_URL",
+        "KAFKA_TOPIC_PREFIX",
+        "KAFKA_PARTITIONS",
+    )
+    return {
+        **{key: pipeline.env[key] for key in keys},
+        "WEBHOOK_URL": pipeline.webhook_url,
+    }
+
+
 def _metric_sum(exposition: str, family: str) -> float:
     """The sum of a counter's samples (every label set) in a /metrics page."""
     return sum(
@@ -119,6 +134,12 @@ async def test_a_signed_event_gives_three_playable_songs(
                 service: await client.get(url)
                 for service, url in pipeline.metrics_urls.items()
             }
+        demo = await run_command(
+            "demo",
+            "--orders",
+            "2",
+            env={**_cli_env(pipeline), "SONGS_DIR": str(pipeline.songs_dir)},
+        )
 
     order = await _order(db, order_id)
     variants = await _variants(db, order_id)
@@ -146,6 +167,12 @@ async def test_a_signed_event_gives_three_playable_songs(
         == 1
     )
     assert _not_json_lines(pipeline.log_dir) == {}
+
+    assert demo.code == ExitCode.OK, demo.stdout + demo.stderr
+    assert demo.stdout.count("is completed") == 2, demo.stdout
+    demo_songs = re.findall(r"variant \d: (\S+\.mp3)", demo.stdout)
+    assert len(demo_songs) == 6
+    assert all(_duration_s(Path(song)) > 1.0 for song in demo_songs)
 
 
 async def test_a_failing_variant_is_dead_lettered_then_replayed(
@@ -188,15 +215,7 @@ async def test_a_failing_variant_is_dead_lettered_then_replayed(
             assert letters[0]["retry_count"] == MAX_ATTEMPTS
 
             fake.heal()
-            cli_env = {
-                key: pipeline.env[key]
-                for key in (
-                    "KAFKA_BOOTSTRAP_SERVERS",
-                    "DATABASE_URL",
-                    "KAFKA_TOPIC_PREFIX",
-                    "KAFKA_PARTITIONS",
-                )
-            }
+            cli_env = _cli_env(pipeline)
             listed = await run_command("dlq", "list", "--json", env=cli_env)
             replayed = await run_command(
                 "dlq", "replay", str(letters[0]["id"]), env=cli_env

@@ -20,6 +20,8 @@ from songswipe.shared.kafka import ensure_topics
 logger = logging.getLogger(__name__)
 
 HTTP_TIMEOUT_S = 10.0
+#: ``demo`` expects running services, so it gives up on the webhook sooner.
+DEMO_READY_TIMEOUT_S = 10.0
 
 
 #: The workers, in the order their metrics ports are handed out.
@@ -75,7 +77,12 @@ async def run_pipeline(settings: CliSettings, console: Console) -> None:
             )
 
         await place_and_follow(
-            conn, settings, console, orders=1, check_alive=supervisor.check_alive
+            conn,
+            settings,
+            console,
+            orders=1,
+            ready_timeout_s=settings.service_start_timeout_s,
+            check_alive=supervisor.check_alive,
         )
         console.print(
             "\nThe services keep running: try `songswipe demo --orders 5` in"
@@ -95,7 +102,13 @@ async def run_demo(settings: CliSettings, console: Console, *, orders: int) -> N
     """Place demo orders with services that already run, and follow them."""
     conn = await connect(settings.database_url)
     try:
-        await place_and_follow(conn, settings, console, orders=orders)
+        await place_and_follow(
+            conn,
+            settings,
+            console,
+            orders=orders,
+            ready_timeout_s=min(DEMO_READY_TIMEOUT_S, settings.service_start_timeout_s),
+        )
     finally:
         await conn.close()
 
@@ -106,6 +119,7 @@ async def place_and_follow(
     console: Console,
     *,
     orders: int,
+    ready_timeout_s: float,
     check_alive: Callable[[], None] = lambda: None,
 ) -> list[OrderView]:
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
@@ -113,7 +127,7 @@ async def place_and_follow(
             await wait_until_ready(
                 client,
                 settings,
-                timeout_s=settings.service_start_timeout_s,
+                timeout_s=ready_timeout_s,
                 check_alive=check_alive,
             )
         order_ids: list[uuid.UUID] = []
