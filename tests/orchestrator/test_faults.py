@@ -53,7 +53,9 @@ async def test_a_database_fault_puts_the_request_back_until_the_database_returns
             assert (await order_status(db, order["id"]))["status"] == "paid"
 
             await proxy.resume()
-            await eventually(lambda: can_query(orchestrator), what="pool reconnected")
+            await eventually(
+                lambda: can_query(orchestrator), timeout_s=60, what="pool reconnected"
+            )
             assert await fan_out(orchestrator, requeued[0]) == ["fanned_out"]
     finally:
         await proxy.stop()
