@@ -4,6 +4,7 @@ nothing unfinished is lost, and a held retry keeps its due time."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -205,3 +206,52 @@ async def test_an_unreadable_message_is_dead_lettered_and_work_goes_on(
     assert letter.order_id == broken_order_id
     assert letter.payload == {"raw": "{not json"}
     assert letter.source_topic == topics.generate
+
+
+async def test_a_second_generator_joining_does_not_redo_work_in_flight(
+    caplog: pytest.LogCaptureFixture,
+    db: Connection,
+    kafka_bootstrap: str,
+    database_url: str,
+    topics: Topics,
+    fake: FakeElevenLabs,
+    tmp_path: Path,
+) -> None:
+    # Well past a heartbeat interval (3 s), so the rebalance comes mid-flight,
+    # and well within the grace period the revoked work may take.
+    fake.plan("Ines", [Reply(delay_s=7)])
+    customization, order = await order_with_variants(db, recipient_name="Ines")
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap,
+        database_url=database_url,
+        topics=topics,
+        songs_dir=tmp_path,
+        fake_url=fake.url,
+        generator_shutdown_grace_s=15,
+    )
+
+    caplog.set_level(logging.INFO, logger="songswipe.generator.service")
+
+    async with running_generator(settings):
+        await publish_all(
+            kafka_bootstrap, topics.generate, [job_for(customization, order, 1)]
+        )
+
+        async def in_flight() -> bool:
+            return len(fake.received("Ines")) == 1
+
+        await eventually(in_flight, what="generation in flight")
+        async with running_generator(settings):
+
+            async def complete() -> bool:
+                return await variant_status(db, order["id"], 1) == "complete"
+
+            await eventually(complete, what="variant complete")
+            await asyncio.sleep(1.0)
+
+    assert "Partitions revoked: waiting" in caplog.text
+    assert len(fake.received("Ines")) == 1
+    completions = await consume(
+        kafka_bootstrap, topics.completed, VariantCompleted, expect=1
+    )
+    assert len(completions) == 1

@@ -73,7 +73,8 @@ class GeneratorService:
         #: Set once the consumer owns partitions (tests and benchmarks wait on it).
         self.ready = asyncio.Event()
 
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Work in flight and the partition it came from.
+        self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
         self._tracker = OffsetTracker()
         self._held: dict[TopicPartition, datetime] = {}
         #: Bumped when a partition is revoked: work started before that no
@@ -196,8 +197,11 @@ class GeneratorService:
     ) -> None:
         self._tracker.start(tp, offset)
         task = asyncio.create_task(self._finish(tp, offset, self._epochs[tp], work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = tp
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def _finish(
         self,
@@ -328,6 +332,18 @@ class GeneratorService:
             await self._commit()
 
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Let work from ``revoked`` finish and commit it before another
+        process takes the partitions over, so it is not done twice."""
+        losing = [task for task, tp in self._tasks.items() if tp in revoked]
+        if losing and not self._stopping.is_set():
+            grace_s = self._settings.generator_shutdown_grace_s
+            logger.info(
+                "Partitions revoked: waiting up to %.0f s for %d message(s)"
+                " in flight from them",
+                grace_s,
+                len(losing),
+            )
+            await asyncio.wait(losing, timeout=grace_s)
         await self._commit()
         self._tracker.forget(revoked)
         for tp in revoked:
