@@ -95,10 +95,15 @@ def _execute(
 async def _cancellable(
     work: Coroutine[Any, Any, ExitCode | None],
 ) -> ExitCode | None:
-    """Let SIGTERM stop ``work`` as Ctrl-C does, so its clean-up runs."""
+    """Let SIGTERM and SIGHUP stop ``work`` as Ctrl-C does, so its clean-up runs.
+
+    A closed terminal (SIGHUP) must not leave the services running.
+    """
     task = asyncio.current_task()
     if task is not None and threading.current_thread() is threading.main_thread():
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, task.cancel)
     return await work
 
 
