@@ -250,3 +250,58 @@ async def test_a_failing_variant_is_dead_lettered_then_replayed(
     assert again.code == ExitCode.REFUSED
     bold_requests = [r for r in fake.requests if "a bold take" in r["prompt"]]
     assert len(bold_requests) == MAX_ATTEMPTS + 1
+
+
+async def test_replaying_a_failed_order_brings_it_to_completed(
+    db: Connection,
+    database_url: str,
+    kafka_bootstrap: str,
+    topics: Topics,
+    tmp_path: Path,
+) -> None:
+    with fake_elevenlabs(failing=lambda prompt: True) as fake:
+        extra_env = {
+            "ELEVENLABS_API_KEY": fake.api_key,
+            "ELEVENLABS_BASE_URL": fake.base_url,
+            "GENERATOR_RETRY_DELAYS_MS": "20,20,20,20",
+            "GENERATOR_RETRY_JITTER": "0",
+        }
+        async with running_pipeline(
+            tmp_path,
+            kafka_bootstrap=kafka_bootstrap,
+            database_url=database_url,
+            topics=topics,
+            extra_env=extra_env,
+        ) as pipeline:
+            order_id = await place_order(
+                db, pipeline, song_length_seconds=SONG_LENGTH_S
+            )
+            await _wait_settled(db, pipeline, order_id)
+
+            async def three_dead_letters() -> bool:
+                return len(await _dead_letters(db, order_id)) == 3
+
+            await eventually(three_dead_letters, timeout_s=20, what="3 dead letters")
+            assert (await _order(db, order_id))["status"] == "failed"
+
+            fake.heal()
+            replayed = await run_command(
+                "dlq", "replay", "--all", env=_cli_env(pipeline)
+            )
+            assert replayed.code == ExitCode.OK, replayed.stdout + replayed.stderr
+
+            async def completed() -> bool:
+                variants = await _variants(db, order_id)
+                order = await _order(db, order_id)
+                return order["status"] == "completed" and all(
+                    v["status"] == "complete" for v in variants
+                )
+
+            try:
+                await eventually(completed, timeout_s=30, what="the replayed order")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{pipeline.logs()}") from None
+
+    assert replayed.stdout.count("replayed:") == 3
+    letters = await _dead_letters(db, order_id)
+    assert [row["replay_count"] for row in letters] == [1, 1, 1]
