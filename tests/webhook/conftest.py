@@ -31,7 +31,7 @@ def make_settings(
             "database_url": database_url,
             "database_pool_max_size": 10,
             "stripe_webhook_secret": SECRET,
-            "webhook_publish_timeout_s": 3.0,
+            "webhook_publish_timeout_s": 2.0,
             "webhook_sweep_interval_s": 0,
         }
         values.update(overrides)

@@ -81,6 +81,15 @@ def test_production_refuses_the_placeholder_secret() -> None:
     assert "whsec_live_0a1b2c" not in repr(production)
 
 
+def test_the_sweep_may_not_race_a_delivery_still_publishing() -> None:
+    with pytest.raises(ValidationError, match="WEBHOOK_SWEEP_AFTER_S"):
+        WebhookSettings(webhook_publish_timeout_s=5, webhook_sweep_after_s=5)
+
+    assert WebhookSettings(
+        webhook_publish_timeout_s=5, webhook_sweep_after_s=0, webhook_sweep_interval_s=0
+    )
+
+
 def test_every_setting_is_documented_in_env_example() -> None:
     example = Path(".env.example").read_text(encoding="utf-8")
     section = example.split("# --- webhook ---", 1)

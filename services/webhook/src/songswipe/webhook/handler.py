@@ -6,10 +6,17 @@ published, so the orchestrator always finds it; it counts as handed on
 (``published_at``) and its event as handled only after Kafka acknowledged the
 message. A crash or a Kafka fault in between leaves the order ``paid`` with
 ``published_at`` null, which Stripe's redelivery and the sweep hand on again.
+
+The delivery that created the order publishes it without holding a database
+connection. Another delivery of the same session finds the order and waits
+for it to be handed on; only once the creator's publish would have timed out
+does it take the row lock and publish the order itself, so concurrent
+duplicates publish once and a failed publish is retried by the redelivery.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +25,7 @@ from uuid import UUID
 from aiokafka import AIOKafkaProducer
 from psycopg.types.json import Jsonb
 
-from songswipe.shared.db import Pool, Row
+from songswipe.shared.db import Connection, Pool, Row
 from songswipe.shared.errors import DatabaseUnavailable, KafkaUnavailable
 from songswipe.shared.kafka import publish
 from songswipe.shared.messages import GenerationRequested
@@ -37,6 +44,7 @@ from songswipe.webhook.events import (
     storable_event,
 )
 from songswipe.webhook.metrics import WebhookMetrics
+from songswipe.webhook.settings import PUBLISH_GRACE_S
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +76,17 @@ select
     (select id from inserted) as created_order_id
 """
 
-# Taken by every delivery of the session before it publishes, so concurrent
-# duplicates publish once; held only for the Kafka round trip.
-LOCK_ORDER = """
-select id, user_id, customization_id, stripe_session_id, status, published_at
-from orders
-where stripe_session_id = %s
-for update
+ORDER_COLUMNS = """
+id, user_id, customization_id, stripe_session_id, status, published_at,
+extract(epoch from now() - created_at)::float8 as age_s
+"""
+
+READ_ORDER = f"select {ORDER_COLUMNS} from orders where stripe_session_id = %s"
+
+# Taken by a delivery that hands on an order its creator did not, so two
+# such deliveries at once publish it once.
+LOCK_ORDER = f"""
+select {ORDER_COLUMNS} from orders where stripe_session_id = %s for update
 """
 
 # After the ack: the order counts as handed on and the event as handled.
@@ -109,6 +121,10 @@ insert into failed_jobs (
 values (%s, null, %s, %s, %s, null, now())
 on conflict (id) do nothing
 """
+
+
+#: How often a duplicate delivery looks whether the creator handed it on.
+DUPLICATE_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -220,47 +236,67 @@ class WebhookHandler:
                 f" must send the signed-in customer's own ids"
             )
 
-        created = row["created_order_id"] is not None
-        if created:
-            self._metrics.orders_recorded.inc()
-        return await self._hand_on(event, checkout.session_id, created=created)
+        order_id = row["created_order_id"]
+        if order_id is None:
+            return await self._existing_order(event, checkout.session_id)
 
-    async def _hand_on(
-        self, event: StripeEvent, session_id: str, *, created: bool
-    ) -> Handled:
-        """Publish the session's order unless it was, then mark the event handled."""
+        self._metrics.orders_recorded.inc()
+        order = {
+            "id": order_id,
+            "user_id": checkout.user_id,
+            "customization_id": checkout.customization_id,
+            "stripe_session_id": checkout.session_id,
+        }
+        await self._publish(order, event)
+        async with pooled(self._pool) as conn:
+            await self._record_handled(conn, order, event, Outcome.ORDER_RECORDED)
+        return self._handed_on(Outcome.ORDER_RECORDED, order_id, event)
+
+    async def _existing_order(self, event: StripeEvent, session_id: str) -> Handled:
+        """Another delivery created the session's order: hand it on once."""
+        window_s = self._publish_timeout_s + PUBLISH_GRACE_S
+        while True:
+            async with pooled(self._pool) as conn:
+                cursor = await conn.execute(READ_ORDER, (session_id,))
+                order = await cursor.fetchone()
+                if order is None:
+                    raise DatabaseUnavailable(
+                        f"the order of session {session_id} vanished"
+                    )
+                if not _unpublished(order):
+                    await self._record_handled(conn, order, event, Outcome.DUPLICATE)
+                    return self._handed_on(Outcome.DUPLICATE, order["id"], event)
+            if order["age_s"] >= window_s:
+                return await self._take_over(event, session_id)
+            await asyncio.sleep(min(DUPLICATE_POLL_S, window_s - order["age_s"]))
+
+    async def _take_over(self, event: StripeEvent, session_id: str) -> Handled:
+        """Publish an order whose creator failed or died, under the row lock."""
         async with pooled(self._pool) as conn, conn.transaction():
             cursor = await conn.execute(LOCK_ORDER, (session_id,))
             order = await cursor.fetchone()
             if order is None:
-                raise DatabaseUnavailable(
-                    f"the order of session {session_id} vanished; Stripe will retry"
-                )
-            unpublished = (
-                order["published_at"] is None and order["status"] == OrderStatus.PAID
-            )
-            if unpublished:
+                raise DatabaseUnavailable(f"the order of session {session_id} vanished")
+            outcome = Outcome.DUPLICATE
+            if _unpublished(order):
                 await self._publish(order, event)
-
-            if created:
-                outcome = Outcome.ORDER_RECORDED
-            elif unpublished:
                 outcome = Outcome.REPUBLISHED
-            else:
-                outcome = Outcome.DUPLICATE
-            await conn.execute(
-                RECORD_HANDLED,
-                {
-                    "order_id": order["id"],
-                    "event_id": event.id,
-                    "event_type": event.type,
-                    "session_id": session_id,
-                    "outcome": outcome.value,
-                },
-            )
+            await self._record_handled(conn, order, event, outcome)
+        return self._handed_on(outcome, order["id"], event)
 
-        self._log_hand_on(outcome, order["id"], event)
-        return Handled(outcome, order["id"])
+    async def _record_handled(
+        self, conn: Connection, order: Row, event: StripeEvent, outcome: Outcome
+    ) -> None:
+        await conn.execute(
+            RECORD_HANDLED,
+            {
+                "order_id": order["id"],
+                "event_id": event.id,
+                "event_type": event.type,
+                "session_id": order["stripe_session_id"],
+                "outcome": outcome.value,
+            },
+        )
 
     async def _publish(self, order: Row, event: StripeEvent) -> None:
         try:
@@ -281,9 +317,9 @@ class WebhookHandler:
             )
             raise
 
-    def _log_hand_on(
+    def _handed_on(
         self, outcome: Outcome, order_id: UUID, event: StripeEvent
-    ) -> None:
+    ) -> Handled:
         if outcome is Outcome.DUPLICATE:
             self._metrics.duplicates.labels(kind="session").inc()
             logger.info(
@@ -293,15 +329,16 @@ class WebhookHandler:
                 event.id,
                 event.type,
             )
-            return
-        logger.info(
-            "Order %s and handed on to generation order_id=%s event_id=%s"
-            " event_type=%s",
-            "recorded" if outcome is Outcome.ORDER_RECORDED else "republished",
-            order_id,
-            event.id,
-            event.type,
-        )
+        else:
+            logger.info(
+                "Order %s and handed on to generation order_id=%s event_id=%s"
+                " event_type=%s",
+                "recorded" if outcome is Outcome.ORDER_RECORDED else "republished",
+                order_id,
+                event.id,
+                event.type,
+            )
+        return Handled(outcome, order_id)
 
     async def _dead_letter(
         self, event: StripeEvent, body: bytes, problem: Unprocessable
@@ -327,3 +364,7 @@ class WebhookHandler:
             record_id,
         )
         return Handled(Outcome.DEAD_LETTERED)
+
+
+def _unpublished(order: Row) -> bool:
+    return order["published_at"] is None and order["status"] == OrderStatus.PAID

@@ -11,6 +11,9 @@ from songswipe.shared.settings import ServiceSettings, refuse_placeholder
 #: Works with the demo and the tests; production refuses it.
 DEV_WEBHOOK_SECRET = "whsec_dev_placeholder"
 MIB = 1024 * 1024
+#: How long past WEBHOOK_PUBLISH_TIMEOUT_S a delivery may still be publishing
+#: the order it created (a slow event loop, a pause for garbage collection).
+PUBLISH_GRACE_S = 1.0
 
 
 class WebhookSettings(ServiceSettings):
@@ -42,5 +45,21 @@ class WebhookSettings(ServiceSettings):
                 "STRIPE_API_KEY",
                 self.stripe_api_key.get_secret_value(),
                 self.environment,
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_after_deliveries(self) -> Self:
+        # The creating delivery publishes without a lock; the sweep must not
+        # race it.
+        in_flight_s = self.webhook_publish_timeout_s + PUBLISH_GRACE_S
+        if (
+            self.webhook_sweep_interval_s > 0
+            and self.webhook_sweep_after_s < in_flight_s
+        ):
+            raise ValueError(
+                f"WEBHOOK_SWEEP_AFTER_S must be at least {in_flight_s:g} s"
+                " (WEBHOOK_PUBLISH_TIMEOUT_S plus a grace): a younger order may"
+                " still be being published by its delivery"
             )
         return self
