@@ -7,17 +7,22 @@ each other's rows or messages.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from songswipe.shared.db import Connection, connect
 from songswipe.shared.kafka import ensure_topics
 from songswipe.shared.migrate import apply_migrations
 from songswipe.shared.topics import Topics
 from tests import infra
+
+logger = logging.getLogger(__name__)
 
 TEST_PARTITIONS = 3
 APP_TABLES = "customizations, orders, song_variants, failed_jobs, stripe_events"
@@ -91,8 +96,22 @@ async def db(database_url: str) -> AsyncIterator[Connection]:
 
 
 @pytest.fixture
-async def topics(kafka_bootstrap: str) -> Topics:
-    """Every pipeline topic, created under a prefix of this test's own."""
+async def topics(kafka_bootstrap: str) -> AsyncIterator[Topics]:
+    """Every pipeline topic under a prefix of this test's own, dropped after.
+
+    Left behind, thousands of test topics would weigh on the shared broker.
+    """
     created = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     await ensure_topics(kafka_bootstrap, created.specs(TEST_PARTITIONS))
-    return created
+    yield created
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka_bootstrap, client_id="songswipe-tests-cleanup"
+    )
+    try:
+        await admin.start()
+        await admin.delete_topics([spec.name for spec in created.specs(1)])
+    except KafkaError as exc:
+        logger.warning("Test topics %s* left behind: %r", created.prefix, exc)
+    finally:
+        await admin.close()
