@@ -189,11 +189,14 @@ async def delete_topics(bootstrap: str, topics: Topics) -> None:
 
 def line(name: str, phase: str, run: Run) -> str:
     other = sum(n for status, n in run.statuses.items() if status != 200)
-    return (
-        f"{name:<13} {phase:<22} {run.ok:>7} {other + run.errors:>6}"
+    text = (
+        f"{name:<13} {phase:<22} {run.ok:>7} {other + run.errors:>7}"
         f" {run.percentile_ms(0.50):>8.2f} {run.percentile_ms(0.99):>8.2f}"
         f" {run.percentile_ms(1.0):>8.2f} {run.rate_per_s:>9.1f}"
     )
+    if run.errors:
+        text += f"  ({run.errors} connection errors)"
+    return text
 
 
 async def measure(args: argparse.Namespace) -> int:
@@ -291,7 +294,7 @@ async def measure(args: argparse.Namespace) -> int:
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"machine: {os.cpu_count()} CPUs, load average {load}; logs in {logs}")
     print(
-        f"{'target':<13} {'phase':<22} {'200s':>7} {'other':>6}"
+        f"{'target':<13} {'phase':<22} {'200s':>7} {'not 200':>7}"
         f" {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>9}"
     )
     for name, _, _ in targets:
@@ -318,14 +321,15 @@ async def measure(args: argparse.Namespace) -> int:
         f" {'met' if open_ratio >= TARGET_RATIO else 'MISSED'} ({open_ratio:.0%});"
         f" saturated, for reference: {max_ratio:.0%}"
     )
-    webhook_ok = sum(results[("webhook", phase)].ok for phase in ("open", "closed"))
     print(
-        f"orders recorded: {orders} (published {published}), messages: {messages},"
-        f" webhook 200s measured: {webhook_ok} (+ warm-up)"
+        f"orders recorded: {orders}, handed on: {published}, left paid for the"
+        f" sweep (their deliveries got 503): {orders - published},"
+        f" generation.requested messages: {messages}"
     )
-    consistent = orders == published == messages
-    print(f"every order published exactly once: {'yes' if consistent else 'NO'}")
-    return 0 if consistent else 1
+    # An order marked as handed on without its message would be a lost order.
+    intact = messages >= published
+    print(f"every handed-on order has its message: {'yes' if intact else 'NO'}")
+    return 0 if intact else 1
 
 
 def main() -> None:

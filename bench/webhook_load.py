@@ -15,6 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+#: Under uvicorn's keep-alive timeout (5 s): an older idle connection may be
+#: closed by the server just as a request goes out on it.
+MAX_IDLE_S = 3.0
+
 #: Builds one request: (body, extra headers).
 RequestFactory = Callable[[int], tuple[bytes, dict[str, str]]]
 
@@ -27,8 +31,11 @@ class HttpConnection:
         self._port = port
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._last_used = time.monotonic()
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        if time.monotonic() - self._last_used > MAX_IDLE_S:
+            self.close()
         if self._writer is None or self._writer.is_closing():
             self._reader, self._writer = await asyncio.open_connection(
                 self._host, self._port
@@ -57,6 +64,7 @@ class HttpConnection:
             elif name == b"connection" and value.strip().lower() == b"close":
                 keep_alive = False
         await self._reader.readexactly(length)
+        self._last_used = time.monotonic()
         if not keep_alive:
             self.close()
         return status
