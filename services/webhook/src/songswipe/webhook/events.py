@@ -7,6 +7,7 @@ event is ignored, so new fields Stripe adds change nothing.
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid5
@@ -28,7 +29,7 @@ CUSTOMIZATION_ID_KEY = "customizationId"
 DEAD_LETTER_JOB_TYPE = "stripe.checkout"
 _DEAD_LETTER_NAMESPACE = UUID("5b0f3c52-8f0a-4a7e-9d61-3c1f2e7a9b40")
 
-_STRIPE_ID = r"^[A-Za-z0-9_]+$"
+_STRIPE_ID = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 _BIGINT_MAX = 2**63 - 1
 
 #: A session paid for in full; "no_payment_required" (a 100 % discount) never
@@ -66,7 +67,7 @@ class StripeEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    id: str = Field(min_length=1, max_length=255, pattern=_STRIPE_ID)
+    id: str = Field(min_length=1, max_length=255, pattern=_STRIPE_ID.pattern)
     object: str = Field(pattern=r"^event$")
     type: str = Field(min_length=1, max_length=255)
     data: EventData
@@ -88,7 +89,7 @@ class StripeEvent(BaseModel):
         if not self.type.startswith("checkout.session."):
             return None
         session_id = self.data.object.get("id")
-        if not isinstance(session_id, str) or not 0 < len(session_id) <= 255:
+        if not isinstance(session_id, str) or not _STRIPE_ID.fullmatch(session_id):
             return None
         return session_id
 
@@ -96,8 +97,10 @@ class StripeEvent(BaseModel):
 class CheckoutSession(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    id: str = Field(min_length=1, max_length=255, pattern=_STRIPE_ID)
-    payment_intent: str | None = Field(default=None, max_length=255, pattern=_STRIPE_ID)
+    id: str = Field(min_length=1, max_length=255, pattern=_STRIPE_ID.pattern)
+    payment_intent: str | None = Field(
+        default=None, max_length=255, pattern=_STRIPE_ID.pattern
+    )
     amount_total: int | None = Field(default=None, ge=0, le=_BIGINT_MAX)
     currency: str | None = None
     metadata: dict[str, Any] | None = None
