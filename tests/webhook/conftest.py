@@ -13,9 +13,16 @@ from fastapi import FastAPI
 from songswipe.shared.topics import Topics
 from songswipe.webhook.app import create_app
 from songswipe.webhook.settings import WebhookSettings
-from tests.webhook.helpers import SECRET
+from tests.webhook.helpers import SECRET, delete_topics
 
 SettingsFactory = Callable[..., WebhookSettings]
+
+
+@pytest.fixture
+async def topics(topics: Topics, kafka_bootstrap: str) -> AsyncIterator[Topics]:
+    """The shared per-test topics, deleted after the test."""
+    yield topics
+    await delete_topics(kafka_bootstrap, topics.prefix)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from songswipe.shared.stripe_signing import signature_header
 
@@ -157,3 +158,15 @@ async def topic_size(bootstrap: str, topic: str) -> int:
         return int(sum(ends.values()))
     finally:
         await consumer.stop()
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic under ``prefix``, so test runs do not pile up partitions."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
