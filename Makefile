@@ -22,6 +22,7 @@ up: install
 	@bash scripts/infra.sh up
 
 down:
+	-@$(UV) run --no-sync songswipe down
 	@bash scripts/infra.sh down
 
 status:

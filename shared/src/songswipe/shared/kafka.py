@@ -93,27 +93,36 @@ async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> N
         raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap_servers}") from exc
 
     try:
-        existing = set(await admin.list_topics())
-        missing = [spec for spec in specs if spec.name not in existing]
-        if not missing:
-            return
-        new_topics = [
-            NewTopic(
-                name=spec.name,
-                num_partitions=spec.partitions,
-                replication_factor=1,
-                topic_configs=spec.config,
-            )
-            for spec in missing
-        ]
-        try:
-            await admin.create_topics(new_topics)
-        except TopicAlreadyExistsError:
-            logger.info("Topics created concurrently by another process, reusing")
-        await _wait_for_leaders(admin, missing)
-        logger.info("Created topics %s", ",".join(spec.name for spec in missing))
+        await _create_missing(admin, list(specs))
+    except KafkaError as exc:
+        raise KafkaUnavailable(
+            f"cannot create topics at {bootstrap_servers}: {exc!r}"
+        ) from exc
     finally:
         await admin.close()
+
+
+async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    existing = set(await admin.list_topics())
+    missing = [spec for spec in specs if spec.name not in existing]
+    if not missing:
+        return
+
+    new_topics = [
+        NewTopic(
+            name=spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=1,
+            topic_configs=spec.config,
+        )
+        for spec in missing
+    ]
+    try:
+        await admin.create_topics(new_topics)
+    except TopicAlreadyExistsError:
+        logger.info("Topics created concurrently by another process, reusing them")
+    await _wait_for_leaders(admin, missing)
+    logger.info("Created topics %s", ",".join(spec.name for spec in missing))
 
 
 async def _wait_for_leaders(
