@@ -13,6 +13,7 @@ help:
 	@echo "make up      start Kafka and PostgreSQL (installs them when missing)"
 	@echo "make down    stop everything make up / make run started"
 	@echo "make lint    ruff (lint + format check) and mypy strict"
+	@echo "make bench   the webhook, generator and whole-pipeline benchmarks"
 
 install:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -47,4 +48,6 @@ run: up
 	@$(UV) run --no-sync songswipe run
 
 bench: up
-	@$(UV) run --no-sync python -m bench
+	$(UV) run --no-sync python bench/webhook_bench.py
+	$(UV) run --no-sync python bench/generator_bench.py
+	$(UV) run --no-sync python bench/pipeline_bench.py
