@@ -150,6 +150,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
+        if len(body) < length:
+            # The client died mid-request (a SIGKILL test): no request arrived.
+            self.close_connection = True
+            return
         url = urlsplit(self.path)
         received = Received(
             at=time.monotonic(),
