@@ -7,13 +7,11 @@ import logging
 import signal
 import sys
 
-from pydantic import ValidationError
-
 from songswipe.finalizer.service import run
 from songswipe.finalizer.settings import FinalizerSettings
 from songswipe.shared.errors import PipelineError
-from songswipe.shared.logs import configure_logging
 from songswipe.shared.metrics import serve_metrics
+from songswipe.shared.process import start_process
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +25,7 @@ async def _serve(settings: FinalizerSettings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = FinalizerSettings()
-    except ValidationError as exc:
-        configure_logging()
-        logger.error("Settings refused, not starting; fix the environment: %s", exc)
-        sys.exit(2)
-    configure_logging(settings.log_level, settings.log_format)
-
+    settings = start_process(FinalizerSettings, service="finalizer")
     serve_metrics(settings.metrics_port, service="finalizer")
     try:
         asyncio.run(_serve(settings))

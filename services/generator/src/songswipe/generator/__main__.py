@@ -7,27 +7,20 @@ import logging
 import signal
 import sys
 
-from pydantic import ValidationError
-
 from songswipe.generator.service import GeneratorService
 from songswipe.generator.settings import GeneratorSettings
 from songswipe.shared.errors import PipelineError
-from songswipe.shared.logs import configure_logging
 from songswipe.shared.metrics import serve_metrics
+from songswipe.shared.process import start_process
 
 logger = logging.getLogger("songswipe.generator")
 
 
 def main() -> None:
-    try:
-        settings = GeneratorSettings()
-    except ValidationError as exc:
-        configure_logging()
-        logger.error("Generator not started, fix its settings first:\n%s", exc)
-        sys.exit(2)
-    configure_logging(settings.log_level, settings.log_format)
     # httpx logs every request at INFO; the worker logs what each one meant.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    settings = start_process(
+        GeneratorSettings, service="generator", quiet_loggers=("httpx",)
+    )
 
     try:
         asyncio.run(_serve(settings))

@@ -6,9 +6,8 @@ import logging
 import sys
 
 import uvicorn
-from pydantic import ValidationError
 
-from songswipe.shared.logs import configure_logging
+from songswipe.shared.process import start_process
 from songswipe.webhook.app import WEBHOOK_PATH, create_app
 from songswipe.webhook.server import server_config
 from songswipe.webhook.settings import WebhookSettings
@@ -17,13 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def main() -> None:
-    try:
-        settings = WebhookSettings()
-    except ValidationError as exc:
-        configure_logging()
-        logger.error("Settings refused, not starting; fix the environment: %s", exc)
-        sys.exit(2)
-    configure_logging(settings.log_level, settings.log_format)
+    settings = start_process(WebhookSettings, service="webhook")
 
     app = create_app(settings)
     config = server_config(app, host=settings.webhook_host, port=settings.webhook_port)
