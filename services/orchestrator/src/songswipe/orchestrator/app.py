@@ -21,6 +21,23 @@ table's changelog. Every side effect happens before the table records it:
   completion comes again and the order is settled again, with the same
   counts; the finalizer's update is forward-only, so the order settles once.
 
+Concurrency: each agent runs ``orchestrator_concurrency`` actors, so one
+order's database and Kafka round trips no longer hold up the orders behind
+it. Three things keep that as safe as one actor:
+
+- commits: faust's own acking under concurrency can commit past a message
+  still in flight (see ``acks``), so the agents ack manually, in offset order
+  per partition; faust commits only offsets whose message and every earlier
+  one are finished, exactly as with one actor;
+- one order's events: ``KeyedLocks`` serialise them, and they queue on the
+  lock in the order the partition delivered them (an actor takes an event
+  and waits on its lock without yielding to the event loop in between;
+  ``asyncio.Lock`` wakes waiters first come, first served);
+- the table: it is a plain dict in this one event loop, so no write is ever
+  torn; every read-modify-write of one order happens under its lock, so its
+  changelog records follow each other as its state did, each in the one
+  partition its key maps to.
+
 Work an order cannot finish (a missing customization, a variant that never
 completes) goes to ``generation.dlq`` under an id derived from the order,
 so publishing it twice still stores one ``failed_jobs`` row.
@@ -33,12 +50,13 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import faust
 
 from songswipe.orchestrator import metrics, store
+from songswipe.orchestrator.acks import InOrderAcks
 from songswipe.orchestrator.locks import KeyedLocks
 from songswipe.orchestrator.resources import Resources
 from songswipe.orchestrator.retry import retry_transient
@@ -112,6 +130,7 @@ class Orchestrator:
         self.topics = settings.topics
         self.resources = resources or Resources(settings)
         self._locks = KeyedLocks()
+        self._acks = InOrderAcks()
         self._db_budget_s = settings.orchestrator_db_retry_budget_s
 
         partitions = settings.kafka_partitions
@@ -136,12 +155,13 @@ class Orchestrator:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.requested_agent = self.app.agent(requested, name="requested")(
-            self._requested_stream
-        )
-        self.completed_agent = self.app.agent(completed, name="completed")(
-            self._completed_stream
-        )
+        concurrency = settings.orchestrator_concurrency
+        self.requested_agent = self.app.agent(
+            requested, name="requested", concurrency=concurrency
+        )(self._requested_stream)
+        self.completed_agent = self.app.agent(
+            completed, name="completed", concurrency=concurrency
+        )(self._completed_stream)
         self.app.timer(settings.orchestrator_sweep_interval_s, name="sweep")(
             self._sweep_timer
         )
@@ -154,16 +174,41 @@ class Orchestrator:
             sorted(self.owned_partitions()),
         )
 
-    # Agents: each yields what it did with every message, which faust's test
-    # context records.
+    # Agents: each actor yields what it did with every message, which faust's
+    # test context records.
 
     async def _requested_stream(self, stream: Any) -> AsyncIterator[str]:
-        async for event in stream.events():
-            yield await self.on_requested(event.value, event.message.partition)
+        async for outcome in self._each_event(stream, self._handle_requested):
+            yield outcome
 
     async def _completed_stream(self, stream: Any) -> AsyncIterator[str]:
-        async for event in stream.events():
-            yield await self.on_completed(event.value)
+        async for outcome in self._each_event(stream, self._handle_completed):
+            yield outcome
+
+    async def _handle_requested(self, event: Any) -> str:
+        return await self.on_requested(event.value, event.message.partition)
+
+    async def _handle_completed(self, event: Any) -> str:
+        return await self.on_completed(event.value)
+
+    async def _each_event(
+        self, stream: Any, handle: Callable[[Any], Awaitable[str]]
+    ) -> AsyncIterator[str]:
+        """Handle every event of one actor's stream; ack them in offset order.
+
+        An event whose actor is cancelled stays unacked, so it and the events
+        behind it in its partition are delivered again after a restart.
+        """
+        manual = stream.noack()
+        async for event in manual.events():
+            admitted = self._acks.admit(manual, event)
+            try:
+                outcome = await handle(event)
+            except Exception:
+                await self._acks.done(admitted)
+                raise
+            await self._acks.done(admitted)
+            yield outcome
 
     async def on_requested(self, raw: bytes | None, partition: int) -> str:
         try:

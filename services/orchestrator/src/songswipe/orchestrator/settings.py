@@ -23,6 +23,8 @@ class OrchestratorSettings(ServiceSettings):
     #: How long one order may retry a database fault before it is put back
     #: at the end of its partition, so the orders behind it can go first.
     orchestrator_db_retry_budget_s: float = Field(default=10.0, gt=0)
+    #: Messages each agent handles at once; one order's stay in order.
+    orchestrator_concurrency: int = Field(default=32, ge=1, le=1024)
     #: How long the group waits for a silent worker before moving its orders.
     orchestrator_session_timeout_s: float = Field(default=30.0, ge=6, le=300)
     #: faust's own directory (the table itself lives in memory).

@@ -34,12 +34,13 @@ left join customizations c
 where o.id = %(order_id)s
 """
 
-_START_ORDER_SQL = """
-update orders set status = 'generating'
-where id = %(order_id)s and status in ('paid', 'generating')
-"""
-
-_CREATE_VARIANTS_SQL = """
+# One statement, so one round trip, and atomic like a transaction: a
+# data-modifying CTE runs whether or not the outer query reads it.
+_START_GENERATION_SQL = """
+with started as (
+  update orders set status = 'generating'
+  where id = %(order_id)s and status in ('paid', 'generating')
+)
 insert into song_variants (order_id, variant_number)
 select %(order_id)s, n from generate_series(1, 3) as n
 on conflict (order_id, variant_number) do nothing
@@ -133,9 +134,8 @@ async def start_generation(pool: Pool, order_id: UUID) -> None:
     """Mark the order ``generating`` and create its three ``pending`` variants."""
 
     async def start() -> None:
-        async with pool.connection() as conn, conn.transaction():
-            await conn.execute(_START_ORDER_SQL, {"order_id": order_id})
-            await conn.execute(_CREATE_VARIANTS_SQL, {"order_id": order_id})
+        async with pool.connection() as conn:
+            await conn.execute(_START_GENERATION_SQL, {"order_id": order_id})
 
     await _run("starting the generation", order_id, start)
 
