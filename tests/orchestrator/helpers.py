@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner
 
 from songswipe.shared.kafka import make_producer, publish
 from songswipe.shared.messages import GenerationRequested, Message, VariantCompleted
@@ -137,3 +139,24 @@ class OrchestratorProcess:
             self.process.kill()
             self.process.wait()
             raise
+
+
+def partition_for(key: bytes, partitions: int = 3) -> int:
+    """The partition the producers' default partitioner gives ``key``."""
+    every = list(range(partitions))
+    return int(DefaultPartitioner()(key, every, every))
+
+
+async def committed_offset(
+    bootstrap: str, group_id: str, topic: str, partition: int
+) -> int:
+    """The group's committed offset of one partition; -1 before any commit."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        offsets = await admin.list_consumer_group_offsets(group_id, partitions=[tp])
+    finally:
+        await admin.close()
+    found = offsets.get(tp)
+    return -1 if found is None else int(found.offset)

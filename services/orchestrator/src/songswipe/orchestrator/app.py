@@ -21,6 +21,10 @@ table's changelog. Every side effect happens before the table records it:
   completion comes again and the order is settled again, with the same
   counts; the finalizer's update is forward-only, so the order settles once.
 
+After a restart or a rebalance, faust can drop the first events it fetches
+(see ``_on_table_recovered``) and then commit past the gap, losing them; the
+flow is held while that can happen.
+
 Concurrency: each agent runs ``orchestrator_concurrency`` actors, so one
 order's database and Kafka round trips no longer hold up the orders behind
 it. Three things keep that as safe as one actor:
@@ -167,6 +171,13 @@ class Orchestrator:
         )
 
     async def _on_table_recovered(self) -> None:
+        # Next, faust resumes the source partitions, seeks them to their
+        # committed offsets and only then resumes flow control, which empties
+        # every stream queue: an event fetched in between would be dropped
+        # unacked, and faust commits past a one-offset hole at the head of
+        # its acked offsets. Suspended until then, the conductor holds such an
+        # event and queues it after the emptying.
+        self.app.flow_control.suspend()
         logger.info(
             "Order table recovered from %s: %d orders; consuming partitions %s",
             self.topics.order_state_changelog,
