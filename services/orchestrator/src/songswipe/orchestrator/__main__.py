@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import faust
-from pydantic import ValidationError
 
 from songswipe.orchestrator.app import Orchestrator
 from songswipe.orchestrator.resources import ResourcesService
 from songswipe.orchestrator.settings import OrchestratorSettings
-from songswipe.shared.logs import configure_logging
 from songswipe.shared.metrics import serve_metrics
+from songswipe.shared.process import start_process
 
 logger = logging.getLogger(__name__)
 
@@ -21,16 +19,9 @@ CHATTY_LOGGERS = ("faust", "mode")
 
 
 def main() -> None:
-    try:
-        settings = OrchestratorSettings()
-    except ValidationError as exc:
-        configure_logging()
-        logger.error("Settings refused, not starting; fix the environment: %s", exc)
-        sys.exit(2)
-    configure_logging(settings.log_level, settings.log_format)
-    root_level = logging.getLogger().level
-    for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, root_level))
+    settings = start_process(
+        OrchestratorSettings, service="orchestrator", quiet_loggers=CHATTY_LOGGERS
+    )
 
     serve_metrics(settings.metrics_port, service="orchestrator")
     orchestrator = Orchestrator(settings)
