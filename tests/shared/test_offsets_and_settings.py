@@ -1,4 +1,4 @@
-"""Finished-only commits, forward-only statuses and settings validation."""
+"""Finished-only commits and settings validation."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ from pydantic import ValidationError
 
 from songswipe.shared.kafka import OffsetTracker
 from songswipe.shared.settings import ServiceSettings
-from songswipe.shared.statuses import (
-    OrderStatus,
-    VariantStatus,
-    order_may_move,
-    variant_may_move,
-)
 
 TP = TopicPartition("variant.generate", 0)
 
@@ -43,15 +37,6 @@ def test_commit_advances_as_far_as_the_finished_prefix() -> None:
 
     assert tracker.take_committable() == {TP: 1}
     assert tracker.in_flight == 2
-
-
-def test_statuses_only_move_forward() -> None:
-    assert order_may_move(OrderStatus.PAID, OrderStatus.GENERATING)
-    assert not order_may_move(OrderStatus.COMPLETED, OrderStatus.GENERATING)
-    assert not order_may_move(OrderStatus.FAILED, OrderStatus.COMPLETED)
-    assert variant_may_move(VariantStatus.GENERATING, VariantStatus.GENERATING)
-    assert not variant_may_move(VariantStatus.COMPLETE, VariantStatus.GENERATING)
-    assert not variant_may_move(VariantStatus.GENERATING, VariantStatus.PENDING)
 
 
 def test_database_url_is_normalised(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,8 @@
-"""Order and variant statuses, and the rule that they only move forward."""
+"""Order and variant statuses.
+
+That they only move forward is enforced where every writer meets: the
+database's trigger (``refuse_backward_status``) refuses a backward move.
+"""
 
 from __future__ import annotations
 
@@ -25,37 +29,3 @@ class VariantStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (VariantStatus.COMPLETE, VariantStatus.FAILED)
-
-
-_ORDER_RANK = {
-    OrderStatus.PAID: 0,
-    OrderStatus.GENERATING: 1,
-    OrderStatus.COMPLETED: 2,
-    OrderStatus.FAILED: 2,
-}
-_VARIANT_RANK = {
-    VariantStatus.PENDING: 0,
-    VariantStatus.GENERATING: 1,
-    VariantStatus.COMPLETE: 2,
-    VariantStatus.FAILED: 2,
-}
-
-
-def order_may_move(current: OrderStatus, new: OrderStatus) -> bool:
-    """Whether an order may go from ``current`` to ``new`` (never backwards)."""
-    if current.terminal:
-        return False
-    return _ORDER_RANK[new] > _ORDER_RANK[current]
-
-
-def variant_may_move(current: VariantStatus, new: VariantStatus) -> bool:
-    """Whether a variant may go from ``current`` to ``new``.
-
-    ``generating`` to ``generating`` is allowed: a retry is a new attempt of
-    the same generation.
-    """
-    if current.terminal:
-        return False
-    if current is new is VariantStatus.GENERATING:
-        return True
-    return _VARIANT_RANK[new] > _VARIANT_RANK[current]
