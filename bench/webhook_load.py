@@ -98,7 +98,7 @@ class Run:
         return ordered[index] * 1000
 
 
-class _Connections:
+class Connections:
     def __init__(self, host: str, port: int) -> None:
         self._host = host
         self._port = port
@@ -131,7 +131,7 @@ async def open_loop(
 ) -> Run:
     """Send ``rate_per_s`` requests a second for ``duration_s`` seconds."""
     run = Run()
-    connections = _Connections(host, port)
+    connections = Connections(host, port)
     total = int(rate_per_s * duration_s)
     interval_s = 1.0 / rate_per_s
     tasks: set[asyncio.Task[None]] = set()

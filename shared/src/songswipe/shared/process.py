@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import Iterable
-from typing import TypeVar
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar
 
+import uvloop
 from pydantic import ValidationError
 
 from songswipe.shared.logs import configure_logging
@@ -15,6 +17,7 @@ from songswipe.shared.settings import ServiceSettings
 logger = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=ServiceSettings)
+T = TypeVar("T")
 
 #: Exit code of a process whose settings were refused.
 EXIT_BAD_SETTINGS = 2
@@ -40,3 +43,15 @@ def start_process(
     for name in quiet_loggers:
         logging.getLogger(name).setLevel(max(logging.WARNING, root_level))
     return settings
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop: a worker spends much of its CPU in the event loop,
+    and uvloop's costs a fraction of asyncio's."""
+    return uvloop.run(main)
+
+
+def use_uvloop() -> None:
+    """Make loops created from now on uvloop's, for frameworks (faust) that
+    create their own."""
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

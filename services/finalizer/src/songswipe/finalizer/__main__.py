@@ -11,7 +11,7 @@ from songswipe.finalizer.service import run
 from songswipe.finalizer.settings import FinalizerSettings
 from songswipe.shared.errors import PipelineError
 from songswipe.shared.metrics import serve_metrics
-from songswipe.shared.process import start_process
+from songswipe.shared.process import run_loop, start_process
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def main() -> None:
     settings = start_process(FinalizerSettings, service="finalizer")
     serve_metrics(settings.metrics_port, service="finalizer")
     try:
-        asyncio.run(_serve(settings))
+        run_loop(_serve(settings))
     except PipelineError as exc:
         logger.error("Finalizer cannot run: %s; fix it, then start it again", exc)
         sys.exit(3)

@@ -11,7 +11,7 @@ from songswipe.generator.service import GeneratorService
 from songswipe.generator.settings import GeneratorSettings
 from songswipe.shared.errors import PipelineError
 from songswipe.shared.metrics import serve_metrics
-from songswipe.shared.process import start_process
+from songswipe.shared.process import run_loop, start_process
 
 logger = logging.getLogger("songswipe.generator")
 
@@ -23,7 +23,7 @@ def main() -> None:
     )
 
     try:
-        asyncio.run(_serve(settings))
+        run_loop(_serve(settings))
     except PipelineError as exc:
         logger.error("Generator stopped: %s. Are Kafka and Postgres up?", exc)
         sys.exit(2)

@@ -109,7 +109,11 @@ class GeneratorService:
             storage = self._storage or make_storage(settings)
             stack.push_async_callback(storage.aclose)
 
-            producer = make_producer(bootstrap, client_id=CLIENT_ID)
+            producer = make_producer(
+                bootstrap,
+                client_id=CLIENT_ID,
+                linger_ms=settings.generator_kafka_linger_ms,
+            )
             await _start_kafka(producer.start(), bootstrap)
             stack.push_async_callback(producer.stop)
 

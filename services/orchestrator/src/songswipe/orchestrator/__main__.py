@@ -10,7 +10,7 @@ from songswipe.orchestrator.app import Orchestrator
 from songswipe.orchestrator.resources import ResourcesService
 from songswipe.orchestrator.settings import OrchestratorSettings
 from songswipe.shared.metrics import serve_metrics
-from songswipe.shared.process import start_process
+from songswipe.shared.process import start_process, use_uvloop
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ def main() -> None:
     )
 
     serve_metrics(settings.metrics_port, service="orchestrator")
+    use_uvloop()
     orchestrator = Orchestrator(settings)
     worker = faust.Worker(
         orchestrator.app,

@@ -119,6 +119,7 @@ def create_app(settings: OrchestratorSettings) -> Any:
         web_enabled=False,
         autodiscover=False,
         processing_guarantee="at_least_once",
+        producer_linger=settings.orchestrator_kafka_linger_ms / 1000,
         broker_session_timeout=session_timeout_s,
         broker_heartbeat_interval=max(1.0, session_timeout_s / 10),
     )
@@ -136,6 +137,7 @@ class Orchestrator:
         self._locks = KeyedLocks()
         self._acks = InOrderAcks()
         self._db_budget_s = settings.orchestrator_db_retry_budget_s
+        self._requests = store.RequestStore(lambda: self.resources.pool)
 
         partitions = settings.kafka_partitions
         self.app = create_app(settings)
@@ -271,8 +273,7 @@ class Orchestrator:
 
         try:
             context = await retry_transient(
-                lambda: store.load_request(
-                    self.resources.pool,
+                lambda: self._requests.load(
                     order_id=order_id,
                     customization_id=request.customization_id,
                 ),
@@ -307,7 +308,7 @@ class Orchestrator:
 
         try:
             await retry_transient(
-                lambda: store.start_generation(self.resources.pool, order_id),
+                lambda: self._requests.start(order_id),
                 what="Starting the generation",
                 order_id=order_id,
                 budget_s=self._db_budget_s,
@@ -411,7 +412,6 @@ class Orchestrator:
         state = OrderState.from_table(current)
         change = state.record(completion.variant_number, completion.status)
         if change is not Change.DUPLICATE:
-            self.table[key] = state.to_table()
             logger.info(
                 "Variant order_id=%s variant=%d is %s",
                 completion.order_id,
@@ -420,10 +420,12 @@ class Orchestrator:
             )
 
         # A duplicate may still settle: the settlement of the first delivery
-        # may have been cut short.
+        # may have been cut short. Settling writes the table once for both.
         resettle = change is Change.RECOVERED
         if state.all_terminal and (not state.settled or resettle):
             await self._settle(key, completion.order_id, state)
+        elif change is not Change.DUPLICATE:
+            self.table[key] = state.to_table()
         return change.value
 
     async def _settle(self, key: bytes, order_id: uuid.UUID, state: OrderState) -> None:

@@ -48,7 +48,9 @@ class Resources:
             settings.database_url, max_size=settings.database_pool_max_size
         )
         producer = make_producer(
-            settings.kafka_bootstrap_servers, client_id="songswipe-orchestrator"
+            settings.kafka_bootstrap_servers,
+            client_id="songswipe-orchestrator",
+            linger_ms=settings.orchestrator_kafka_linger_ms,
         )
         try:
             await producer.start()
