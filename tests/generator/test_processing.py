@@ -374,3 +374,41 @@ async def test_the_offline_provider_stores_a_song_of_the_requested_length(
     row = await variant_row(db, order["id"], 2)
     decoded = miniaudio.decode((songs_dir / row["storage_path"]).read_bytes())
     assert abs(decoded.duration - customization["song_length_seconds"]) < 1.0
+
+
+async def test_a_full_generator_keeps_to_its_concurrency_and_finishes_the_backlog(
+    db: Connection,
+    kafka_bootstrap: str,
+    database_url: str,
+    topics: Topics,
+    songs_dir: Path,
+) -> None:
+    orders = [await order_with_variants(db, variants=(1, 2, 3)) for _ in range(6)]
+    jobs = [job_for(c, o, n) for c, o in orders for n in (1, 2, 3)]
+    peak = 0
+
+    with fake_elevenlabs(default=Reply(delay_s=0.2)) as slow:
+        settings = settings_for(
+            kafka_bootstrap=kafka_bootstrap,
+            database_url=database_url,
+            topics=topics,
+            songs_dir=songs_dir,
+            fake_url=slow.url,
+            generator_concurrency=8,
+        )
+        async with running_generator(settings):
+            await publish_all(kafka_bootstrap, topics.generate, list(jobs))
+
+            async def all_complete() -> bool:
+                nonlocal peak
+                peak = max(peak, int(_metric("songswipe_generator_in_flight")))
+                cursor = await db.execute(
+                    "select count(*) as n from song_variants where status = 'complete'"
+                )
+                row = await cursor.fetchone()
+                return row is not None and row["n"] == len(jobs)
+
+            await eventually(all_complete, interval_s=0.02, what="18 variants complete")
+
+    assert 1 <= peak <= 8
+    assert len(slow.received()) == len(jobs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import Any
 
 import psycopg
@@ -26,7 +27,12 @@ from songswipe.shared.errors import (
     KafkaUnavailable,
     MalformedMessage,
 )
-from songswipe.shared.kafka import OffsetTracker, ensure_topics, make_consumer
+from songswipe.shared.kafka import (
+    COMMIT_INTERVAL_S,
+    OffsetTracker,
+    ensure_topics,
+    make_consumer,
+)
 from songswipe.shared.messages import DeadLetter, GenerationSettled
 
 logger = logging.getLogger(__name__)
@@ -44,7 +50,9 @@ class Finalizer:
         self._offsets = OffsetTracker()
 
     async def run(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-        """Process messages until ``stop`` is set, committing finished ones."""
+        """Process messages until ``stop`` is set, committing finished ones
+        every ``COMMIT_INTERVAL_S`` and once more at the end."""
+        committed_at_s = time.monotonic()
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             for tp, records in batches.items():
@@ -54,7 +62,10 @@ class Finalizer:
                     if not await self._process(record, stop):
                         break
                     self._offsets.finish(tp, record.offset)
-            await self._commit(consumer)
+            if time.monotonic() - committed_at_s >= COMMIT_INTERVAL_S:
+                await self._commit(consumer)
+                committed_at_s = time.monotonic()
+        await self._commit(consumer)
 
     async def _process(
         self, record: ConsumerRecord[Any, Any], stop: asyncio.Event

@@ -11,15 +11,18 @@ survives a restart: the new process fetches the message again and holds it
 again.
 
 Back-pressure: with every slot busy the loop pauses every partition, so the
-fetcher stops fetching, and asks for no records until a slot frees; then it
-asks for as many records as there are free slots. What was prefetched before
-the pause (one fetch per partition at most) stays buffered for then.
+fetcher stops fetching, and asks for no records until a quarter of the slots
+are free (one, for four slots or fewer); then it asks for as many records as
+there are free slots. Refilling a slot at a time would pause and resume
+every partition for each message. What was prefetched before the pause (one
+fetch per partition at most) stays buffered for then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
@@ -40,6 +43,7 @@ from songswipe.generator.worker import VariantWorker
 from songswipe.shared.db import open_pool
 from songswipe.shared.errors import KafkaUnavailable, MalformedMessage
 from songswipe.shared.kafka import (
+    COMMIT_INTERVAL_S,
     OffsetTracker,
     ensure_topics,
     make_consumer,
@@ -67,6 +71,9 @@ class GeneratorService:
         self._settings = settings
         self._topics = settings.topics
         self._capacity = settings.generator_concurrency
+        #: Full, the loop fetches again once no more than this many are busy.
+        self._refill_at = self._capacity - max(1, self._capacity // 4)
+        self._refill = asyncio.Event()
         self._provider = provider
         self._storage = storage
         self._stopping = asyncio.Event()
@@ -81,6 +88,7 @@ class GeneratorService:
         #: longer counts towards its commits.
         self._epochs: defaultdict[TopicPartition, int] = defaultdict(int)
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed_at_s = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._worker: VariantWorker | None = None
 
@@ -170,7 +178,7 @@ class GeneratorService:
             )
             for tp, records in batch.items():
                 self._dispatch(tp, records)
-            await self._commit()
+            await self._commit_if_due()
 
     def _dispatch(self, tp: TopicPartition, records: list[Any]) -> None:
         worker = self._require_worker()
@@ -206,6 +214,8 @@ class GeneratorService:
 
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
+        if len(self._tasks) <= self._refill_at:
+            self._refill.set()
 
     async def _finish(
         self,
@@ -273,17 +283,20 @@ class GeneratorService:
 
     async def _wait_for_slot(self) -> None:
         # Full: stop fetching at once. What was prefetched stays buffered
-        # (at most one fetch per partition) and is served when a slot frees.
+        # (at most one fetch per partition) and is served once slots free.
         consumer = self._require_consumer()
         self._sync_pauses(backpressure=True)
+        self._refill.clear()
+        refill = asyncio.ensure_future(self._refill.wait())
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             done, _ = await asyncio.wait(
-                {*self._tasks, stopping},
+                {refill, stopping},
                 timeout=KEEPALIVE_POLL_S,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
+            refill.cancel()
             stopping.cancel()
         if not done:
             # Full for a long while: an empty poll tells the group this
@@ -293,10 +306,15 @@ class GeneratorService:
             for tp, records in stray.items():
                 # Assigned by a rebalance after the pause: give it back.
                 consumer.seek(tp, records[0].offset)
-        await self._commit()
+        await self._commit_if_due()
+
+    async def _commit_if_due(self) -> None:
+        if time.monotonic() - self._committed_at_s >= COMMIT_INTERVAL_S:
+            await self._commit()
 
     async def _commit(self) -> None:
         consumer = self._require_consumer()
+        self._committed_at_s = time.monotonic()
         self._uncommitted.update(self._tracker.take_committable())
         assigned = consumer.assignment()
         offsets = {tp: o for tp, o in self._uncommitted.items() if tp in assigned}

@@ -115,7 +115,8 @@ async def _run(what: str, order_id: UUID, operation: Callable[[], Awaitable[T]])
     does not answer) become ``DatabaseUnavailable``.
     """
     try:
-        return await asyncio.wait_for(operation(), timeout=STATEMENT_TIMEOUT_S)
+        async with asyncio.timeout(STATEMENT_TIMEOUT_S):
+            return await operation()
     except TimeoutError as exc:
         raise DatabaseUnavailable(
             f"{what}: no answer within {STATEMENT_TIMEOUT_S} s", order_id=order_id
