@@ -298,3 +298,72 @@ async def test_a_request_of_a_completed_order_is_not_replayed(
         kafka_bootstrap, topics.requested, GenerationRequested, expect=0, settle_s=0.5
     )
     assert sent == []
+
+
+async def _strand_replay(
+    db: Connection, letter_id: Any, order_id: Any, ago: str
+) -> None:
+    """What a replay killed between its commit and its publish leaves behind."""
+    async with db.transaction():
+        await db.execute("select set_config('songswipe.replay', 'on', true)")
+        await db.execute(
+            "update song_variants set status = 'pending', attempt_count = 0,"
+            " error = null, started_at = null, completed_at = null"
+            " where order_id = %s and variant_number = 3",
+            (order_id,),
+        )
+    await db.execute(
+        "update failed_jobs set replayed_at = now() - %s::interval,"
+        " replay_count = 1 where id = %s",
+        (ago, letter_id),
+    )
+
+
+async def test_a_replay_that_never_went_out_is_sent_again_once_stranded(
+    db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    order = await order_with_variants(
+        db,
+        order_status="completed",
+        variant_statuses=("complete", "complete", "failed"),
+    )
+    letter = await insert_dead_letter(db, topics, order=order, variant_number=3)
+    await _strand_replay(db, letter.message_id, order["id"], "11 minutes")
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url, topics=topics
+    )
+
+    result = await invoke(settings, "dlq", "replay", str(letter.message_id))
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert "never started" in result.stdout
+    sent = await consume(kafka_bootstrap, topics.generate, VariantGenerate, expect=1)
+    assert [(w.variant_number, w.attempt) for w in sent] == [(3, 1)]
+    row = await _dead_letter_row(db, letter.message_id)
+    assert row["replay_count"] == 2
+    assert (await _variant(db, order["id"], 3))["status"] == "pending"
+
+
+async def test_a_recent_replay_still_pending_is_not_sent_again(
+    db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    order = await order_with_variants(
+        db,
+        order_status="completed",
+        variant_statuses=("complete", "complete", "failed"),
+    )
+    letter = await insert_dead_letter(db, topics, order=order, variant_number=3)
+    await _strand_replay(db, letter.message_id, order["id"], "1 minute")
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url, topics=topics
+    )
+
+    result = await invoke(settings, "dlq", "replay", str(letter.message_id))
+
+    assert result.exit_code == ExitCode.REFUSED, result.output
+    assert "replay it again" in result.stdout
+    sent = await consume(
+        kafka_bootstrap, topics.generate, VariantGenerate, expect=0, timeout_s=1.5
+    )
+    assert sent == []
+    assert (await _dead_letter_row(db, letter.message_id))["replay_count"] == 1

@@ -8,6 +8,12 @@ says it is a replay), and the dead letter marked replayed. The dead letter's
 row is locked while this is decided, and a variant that is no longer
 ``failed`` is never replayed, so replaying twice does not duplicate the work.
 
+A replay commits before it publishes, so a CLI killed in between leaves the
+variant ``pending`` with nothing on its way. Once such a variant has gone
+``STRANDED_AFTER`` without starting, replaying the same dead letter sends its
+work again; before that, the first message may still be queued, and the
+replay is refused.
+
 A dead-lettered ``generation.requested`` goes back to its topic too; its
 order, if ``failed``, is reopened to ``generating`` so the orchestrator takes
 it again. Anything else (a Stripe event the webhook could not use) is not
@@ -22,6 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -46,6 +53,9 @@ from songswipe.shared.topics import Topics
 logger = logging.getLogger(__name__)
 
 PRODUCER_START_TIMEOUT_S = 15.0
+#: A replayed variant still not started this long after the replay is taken
+#: for one whose message was never sent.
+STRANDED_AFTER = timedelta(minutes=10)
 _REPLAY_FLAG_SQL = "select set_config('songswipe.replay', 'on', true)"
 
 
@@ -227,13 +237,16 @@ async def _plan_variant(
 ) -> _Replay | ReplayResult:
     where = f"variant {original.variant_number} of order {original.order_id}"
     cursor = await conn.execute(
-        "select id, status, attempt_count, error from song_variants"
+        "select id, status, attempt_count, error, started_at,"
+        " now() as checked_at from song_variants"
         " where order_id = %s and variant_number = %s for update",
         (original.order_id, original.variant_number),
     )
     variant = await cursor.fetchone()
     if variant is None:
         return _refused(letter, f"{where} does not exist")
+    if variant["status"] == VariantStatus.PENDING and letter["replayed_at"]:
+        return await _plan_stranded(conn, topics, letter, original, variant, where)
     if variant["status"] != VariantStatus.FAILED:
         return _refused(letter, f"{where} is {variant['status']}, not failed")
 
@@ -266,6 +279,44 @@ async def _plan_variant(
         work,
         f"{where} is pending again, attempt 1 sent to {topics.generate}",
         undo,
+        variant_number=original.variant_number,
+    )
+
+
+async def _plan_stranded(
+    conn: Connection,
+    topics: Topics,
+    letter: dict[str, Any],
+    original: VariantGenerate,
+    variant: dict[str, Any],
+    where: str,
+) -> _Replay | ReplayResult:
+    """Send again the work of an earlier replay that never started."""
+    resend_from = letter["replayed_at"] + STRANDED_AFTER
+    if variant["started_at"] is not None or variant["attempt_count"] > 0:
+        return _refused(letter, f"{where} is pending again, its replay under way")
+    if variant["checked_at"] < resend_from:
+        return _refused(
+            letter,
+            f"{where} is pending, its replay not started yet; if it has not"
+            f" started by {resend_from.isoformat(timespec='seconds')}, replay it"
+            " again to send the work once more",
+        )
+
+    work = original.model_copy(
+        update={
+            "message_id": uuid.uuid4(),
+            "attempt": 1,
+            "due_at": None,
+            "dispatch": await _next_dispatch(conn, original),
+        }
+    )
+    return _Replay(
+        topics.generate,
+        work,
+        f"{where} never started after its replay; attempt 1 sent to"
+        f" {topics.generate} again",
+        [],
         variant_number=original.variant_number,
     )
 
