@@ -82,7 +82,7 @@ from songswipe.shared.messages import (
     SongBrief,
     VariantCompleted,
 )
-from songswipe.shared.statuses import VariantStatus
+from songswipe.shared.statuses import OrderStatus, VariantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -400,14 +400,7 @@ class Orchestrator:
         key = completion.key
         current = self.table.get(key)
         if current is None:
-            logger.warning(
-                "Completion of order_id=%s variant=%d for an order this"
-                " orchestrator does not know (never requested, or settled long"
-                " ago); skipping it",
-                completion.order_id,
-                completion.variant_number,
-            )
-            return "unknown"
+            return await self._settle_unknown(completion)
 
         state = OrderState.from_table(current)
         change = state.record(completion.variant_number, completion.status)
@@ -428,17 +421,44 @@ class Orchestrator:
             self.table[key] = state.to_table()
         return change.value
 
+    async def _settle_unknown(self, completion: VariantCompleted) -> str:
+        """Settle from the database an order the table no longer holds.
+
+        A replay can reopen an order long after the sweep forgot it; its
+        completion must still move the order on, or it stays ``generating``.
+        """
+        order_id = completion.order_id
+        tally = await retry_transient(
+            lambda: store.tally(self.resources.pool, order_id),
+            what="Counting the variants",
+            order_id=order_id,
+            budget_s=self._db_budget_s,
+        )
+        reopened = tally is not None and tally.order_status is OrderStatus.GENERATING
+        if tally is None or not reopened or not tally.all_terminal:
+            logger.warning(
+                "Completion of order_id=%s variant=%d for an order this"
+                " orchestrator does not know and that has nothing to settle"
+                " (order %s); skipping it",
+                order_id,
+                completion.variant_number,
+                tally.order_status if tally is not None else "missing",
+            )
+            return "unknown"
+
+        await self._publish_settled(order_id, tally.complete, tally.failed)
+        logger.info(
+            "Order order_id=%s, no longer in the table, settled from the database:"
+            " %d complete, %d failed",
+            order_id,
+            tally.complete,
+            tally.failed,
+        )
+        return "settled_late"
+
     async def _settle(self, key: bytes, order_id: uuid.UUID, state: OrderState) -> None:
         complete_count, failed_count = state.counts()
-        settled = GenerationSettled(
-            message_id=self._derived_id(
-                topic_names.GENERATION_SETTLED, order_id, complete_count
-            ),
-            order_id=order_id,
-            complete_count=complete_count,
-            failed_count=failed_count,
-        )
-        await self._publish(self.topics.settled, settled)
+        await self._publish_settled(order_id, complete_count, failed_count)
         state.settle(time.time())
         self.table[key] = state.to_table()
 
@@ -451,6 +471,19 @@ class Orchestrator:
             complete_count,
             failed_count,
         )
+
+    async def _publish_settled(
+        self, order_id: uuid.UUID, complete_count: int, failed_count: int
+    ) -> None:
+        settled = GenerationSettled(
+            message_id=self._derived_id(
+                topic_names.GENERATION_SETTLED, order_id, complete_count
+            ),
+            order_id=order_id,
+            complete_count=complete_count,
+            failed_count=failed_count,
+        )
+        await self._publish(self.topics.settled, settled)
 
     # The sweep: stuck variants and old settled orders.
 

@@ -85,6 +85,16 @@ where order_id = %(order_id)s and variant_number = %(variant)s
 returning status
 """
 
+_TALLY_SQL = """
+select o.status as order_status,
+       count(v.id) filter (where v.status = 'complete') as complete,
+       count(v.id) filter (where v.status = 'failed') as failed,
+       count(v.id) as total
+from orders o left join song_variants v on v.order_id = o.id
+where o.id = %(order_id)s
+group by o.status
+"""
+
 _VARIANT_STATUS_SQL = """
 select status from song_variants
 where order_id = %(order_id)s and variant_number = %(variant)s
@@ -98,6 +108,20 @@ class RequestContext:
     #: ``None`` when missing, or not the one the order references.
     customization: Row | None
     order_customization_id: UUID
+
+
+@dataclass(frozen=True)
+class Tally:
+    """An order's status and its variants' outcomes, as the database has them."""
+
+    order_status: OrderStatus
+    complete: int
+    failed: int
+    total: int
+
+    @property
+    def all_terminal(self) -> bool:
+        return self.total > 0 and self.complete + self.failed == self.total
 
 
 @dataclass(frozen=True)
@@ -215,6 +239,25 @@ async def fail_order(pool: Pool, order_id: UUID, error: str) -> bool:
             return await cursor.fetchone() is not None
 
     return await _run("failing the order", order_id, fail)
+
+
+async def tally(pool: Pool, order_id: UUID) -> Tally | None:
+    """The order's variants by outcome; ``None`` when the order does not exist."""
+
+    async def count() -> Row | None:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(_TALLY_SQL, {"order_id": order_id})
+            return await cursor.fetchone()
+
+    row = await _run("counting the variants", order_id, count)
+    if row is None:
+        return None
+    return Tally(
+        order_status=OrderStatus(row["order_status"]),
+        complete=row["complete"],
+        failed=row["failed"],
+        total=row["total"],
+    )
 
 
 async def fail_variant(
