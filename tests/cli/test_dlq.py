@@ -8,7 +8,7 @@ from typing import Any
 
 from songswipe.cli.errors import ExitCode
 from songswipe.shared.db import Connection
-from songswipe.shared.messages import GenerationRequested, VariantGenerate
+from songswipe.shared.messages import DeadLetter, GenerationRequested, VariantGenerate
 from songswipe.shared.topics import Topics
 from tests.cli.cli import invoke, run_command, settings_for
 from tests.cli.seed import insert_dead_letter, order_with_variants, requested_work
@@ -300,35 +300,37 @@ async def test_a_request_of_a_completed_order_is_not_replayed(
     assert sent == []
 
 
-async def _strand_replay(
-    db: Connection, letter_id: Any, order_id: Any, ago: str
-) -> None:
-    """What a replay killed between its commit and its publish leaves behind."""
-    async with db.transaction():
-        await db.execute("select set_config('songswipe.replay', 'on', true)")
-        await db.execute(
-            "update song_variants set status = 'pending', attempt_count = 0,"
-            " error = null, started_at = null, completed_at = null"
-            " where order_id = %s and variant_number = 3",
-            (order_id,),
-        )
-    await db.execute(
-        "update failed_jobs set replayed_at = now() - %s::interval,"
-        " replay_count = 1 where id = %s",
-        (ago, letter_id),
-    )
-
-
-async def test_a_replay_that_never_went_out_is_sent_again_once_stranded(
-    db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
-) -> None:
+async def _stranded(
+    db: Connection, topics: Topics, ago: str
+) -> tuple[dict[str, Any], DeadLetter]:
+    """What a replay killed between its commit and its publish leaves behind,
+    ``ago`` (an interval) before now: variant 3 pending, nothing sent."""
     order = await order_with_variants(
         db,
         order_status="completed",
         variant_statuses=("complete", "complete", "failed"),
     )
     letter = await insert_dead_letter(db, topics, order=order, variant_number=3)
-    await _strand_replay(db, letter.message_id, order["id"], "11 minutes")
+    async with db.transaction():
+        await db.execute("select set_config('songswipe.replay', 'on', true)")
+        await db.execute(
+            "update song_variants set status = 'pending', attempt_count = 0,"
+            " error = null, started_at = null, completed_at = null"
+            " where order_id = %s and variant_number = 3",
+            (order["id"],),
+        )
+    await db.execute(
+        "update failed_jobs set replayed_at = now() - %s::interval,"
+        " replay_count = 1 where id = %s",
+        (ago, letter.message_id),
+    )
+    return order, letter
+
+
+async def test_a_replay_that_never_went_out_is_sent_again_once_stranded(
+    db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    order, letter = await _stranded(db, topics, "11 minutes")
     settings = settings_for(
         kafka_bootstrap=kafka_bootstrap, database_url=database_url, topics=topics
     )
@@ -347,13 +349,7 @@ async def test_a_replay_that_never_went_out_is_sent_again_once_stranded(
 async def test_a_recent_replay_still_pending_is_not_sent_again(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
-        db,
-        order_status="completed",
-        variant_statuses=("complete", "complete", "failed"),
-    )
-    letter = await insert_dead_letter(db, topics, order=order, variant_number=3)
-    await _strand_replay(db, letter.message_id, order["id"], "1 minute")
+    _, letter = await _stranded(db, topics, "1 minute")
     settings = settings_for(
         kafka_bootstrap=kafka_bootstrap, database_url=database_url, topics=topics
     )

@@ -111,6 +111,18 @@ def requested_work(event_data: dict[str, Any]) -> GenerationRequested | None:
         return None
 
 
+async def _fresh_work(conn: Connection, original: VariantGenerate) -> VariantGenerate:
+    """The variant's work again: a new message, attempt 1, due at once."""
+    return original.model_copy(
+        update={
+            "message_id": uuid.uuid4(),
+            "attempt": 1,
+            "due_at": None,
+            "dispatch": await _next_dispatch(conn, original),
+        }
+    )
+
+
 async def _next_dispatch(conn: Connection, original: VariantGenerate) -> int:
     """One more than any dispatch of this variant that was dead-lettered.
 
@@ -266,14 +278,7 @@ async def _plan_variant(
     ]
     undo += await _reopen_order(conn, original.order_id)
 
-    work = original.model_copy(
-        update={
-            "message_id": uuid.uuid4(),
-            "attempt": 1,
-            "due_at": None,
-            "dispatch": await _next_dispatch(conn, original),
-        }
-    )
+    work = await _fresh_work(conn, original)
     return _Replay(
         topics.generate,
         work,
@@ -303,14 +308,7 @@ async def _plan_stranded(
             " again to send the work once more",
         )
 
-    work = original.model_copy(
-        update={
-            "message_id": uuid.uuid4(),
-            "attempt": 1,
-            "due_at": None,
-            "dispatch": await _next_dispatch(conn, original),
-        }
-    )
+    work = await _fresh_work(conn, original)
     return _Replay(
         topics.generate,
         work,
