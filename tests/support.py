@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from songswipe.shared.db import Connection
 from songswipe.shared.messages import Message
+from songswipe.shared.topics import MAX_ATTEMPTS
 
 M = TypeVar("M", bound=Message)
 
@@ -63,6 +64,30 @@ async def insert_order(
     created = await cursor.fetchone()
     assert created is not None
     return created
+
+
+async def order_with_outcomes(
+    db: Connection, *, order_status: str, variant_statuses: tuple[str, str, str]
+) -> dict[str, Any]:
+    """An order whose three variants have the given statuses, with the
+    customization under ``"customization"``."""
+    customization = await insert_customization(db)
+    order = await insert_order(db, customization, status=order_status)
+    for number, status in enumerate(variant_statuses, start=1):
+        path = (
+            f"{order['user_id']}/{order['id']}/variant-{number}.mp3"
+            if status == "complete"
+            else None
+        )
+        error = "ElevenLabs returned 500 five times" if status == "failed" else None
+        attempts = MAX_ATTEMPTS if status == "failed" else 1
+        await db.execute(
+            "insert into song_variants (order_id, variant_number, status,"
+            " attempt_count, storage_path, error) values (%s, %s, %s, %s, %s, %s)",
+            (order["id"], number, status, attempts, path, error),
+        )
+    order["customization"] = customization
+    return order
 
 
 async def consume(

@@ -14,30 +14,6 @@ from songswipe.shared.messages import (
     VariantGenerate,
 )
 from songswipe.shared.topics import MAX_ATTEMPTS, Topics
-from tests.support import insert_customization, insert_order
-
-
-async def order_with_variants(
-    db: Connection, *, order_status: str, variant_statuses: tuple[str, str, str]
-) -> dict[str, Any]:
-    """An order whose three variants have the given statuses."""
-    customization = await insert_customization(db)
-    order = await insert_order(db, customization, status=order_status)
-    for number, status in enumerate(variant_statuses, start=1):
-        path = (
-            f"{order['user_id']}/{order['id']}/variant-{number}.mp3"
-            if status == "complete"
-            else None
-        )
-        error = "ElevenLabs returned 500 five times" if status == "failed" else None
-        attempts = MAX_ATTEMPTS if status == "failed" else 1
-        await db.execute(
-            "insert into song_variants (order_id, variant_number, status,"
-            " attempt_count, storage_path, error) values (%s, %s, %s, %s, %s, %s)",
-            (order["id"], number, status, attempts, path, error),
-        )
-    order["customization"] = customization
-    return order
 
 
 def requested_work(order: dict[str, Any]) -> GenerationRequested:

@@ -11,8 +11,8 @@ from songswipe.shared.db import Connection
 from songswipe.shared.messages import DeadLetter, GenerationRequested, VariantGenerate
 from songswipe.shared.topics import Topics
 from tests.cli.cli import invoke, run_command, settings_for
-from tests.cli.seed import insert_dead_letter, order_with_variants, requested_work
-from tests.support import consume
+from tests.cli.seed import insert_dead_letter, requested_work
+from tests.support import consume, order_with_outcomes
 
 
 async def _variant(db: Connection, order_id: Any, number: int) -> dict[str, Any]:
@@ -35,7 +35,7 @@ async def _dead_letter_row(db: Connection, letter_id: Any) -> dict[str, Any]:
 async def test_list_shows_newest_first_and_filters_replayed(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db, order_status="completed", variant_statuses=("complete", "failed", "failed")
     )
     older = await insert_dead_letter(db, topics, order=order, variant_number=2)
@@ -65,7 +65,7 @@ async def test_list_shows_newest_first_and_filters_replayed(
 async def test_replay_sends_attempt_one_and_records_the_replay(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db,
         order_status="completed",
         variant_statuses=("complete", "complete", "failed"),
@@ -100,7 +100,7 @@ async def test_replay_sends_attempt_one_and_records_the_replay(
 async def test_replaying_twice_does_not_duplicate_the_work(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db,
         order_status="completed",
         variant_statuses=("complete", "complete", "failed"),
@@ -128,7 +128,7 @@ async def test_replaying_twice_does_not_duplicate_the_work(
 async def test_concurrent_replays_send_the_work_once(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db,
         order_status="completed",
         variant_statuses=("complete", "complete", "failed"),
@@ -159,7 +159,7 @@ async def test_concurrent_replays_send_the_work_once(
 async def test_replay_all_sends_each_failed_variant_once(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db, order_status="failed", variant_statuses=("failed", "failed", "failed")
     )
     for number in (1, 2, 3):
@@ -236,7 +236,7 @@ async def test_replay_needs_an_id_or_all(
 async def test_a_dead_lettered_request_reopens_its_failed_order_once(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db, order_status="failed", variant_statuses=("failed", "failed", "failed")
     )
     await db.execute(
@@ -274,7 +274,7 @@ async def test_a_dead_lettered_request_reopens_its_failed_order_once(
 async def test_a_request_of_a_completed_order_is_not_replayed(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db,
         order_status="completed",
         variant_statuses=("complete", "complete", "complete"),
@@ -305,7 +305,7 @@ async def _stranded(
 ) -> tuple[dict[str, Any], DeadLetter]:
     """What a replay killed between its commit and its publish leaves behind,
     ``ago`` (an interval) before now: variant 3 pending, nothing sent."""
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db,
         order_status="completed",
         variant_statuses=("complete", "complete", "failed"),

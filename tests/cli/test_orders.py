@@ -9,13 +9,14 @@ from songswipe.cli.errors import ExitCode
 from songswipe.shared.db import Connection
 from songswipe.shared.topics import Topics
 from tests.cli.cli import invoke, settings_for
-from tests.cli.seed import insert_dead_letter, order_with_variants
+from tests.cli.seed import insert_dead_letter
+from tests.support import order_with_outcomes
 
 
 async def test_show_prints_variants_attempts_errors_and_songs(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db,
         order_status="completed",
         variant_statuses=("complete", "complete", "failed"),
@@ -45,7 +46,7 @@ async def test_show_prints_variants_attempts_errors_and_songs(
 async def test_show_as_a_table_names_the_song_files(
     db: Connection, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    order = await order_with_variants(
+    order = await order_with_outcomes(
         db,
         order_status="generating",
         variant_statuses=("complete", "generating", "pending"),

@@ -299,3 +299,47 @@ async def test_sigterm_stops_the_finalizer_process_cleanly(
     assert (
         'songswipe_finalizer_orders_settled_total{outcome="completed"} 1.0' in metrics
     )
+
+
+async def test_many_settlements_at_once_each_settle_their_order_around_a_locked_one(
+    db: Connection,
+    database_url: str,
+    topics: Topics,
+    settings: FinalizerSettings,
+    kafka_bootstrap: str,
+) -> None:
+    orders = [await generating_order(db) for _ in range(30)]
+    locked = orders[0]
+    missing = uuid.uuid4()
+    blocker = await psycopg.AsyncConnection.connect(database_url)
+    try:
+        # Another transaction holds one order: the rest must not wait for it.
+        await blocker.execute(
+            "select 1 from orders where id = %s for update", (locked["id"],)
+        )
+        async with running_finalizer(settings):
+            await send(
+                kafka_bootstrap,
+                topics.settled,
+                *(settled(o["id"], n % 2) for n, o in enumerate(orders)),
+                settled(missing, 1),
+            )
+
+            async def others_settled() -> bool:
+                cursor = await db.execute(
+                    "select count(*) as n from orders where status <> 'generating'"
+                )
+                row = await cursor.fetchone()
+                return row is not None and row["n"] == len(orders) - 1
+
+            await eventually(others_settled, what="29 orders settled")
+            assert (await order_row(db, locked["id"]))["status"] == "generating"
+            await blocker.rollback()
+            await wait_committed(settings, len(orders) + 1)
+    finally:
+        await blocker.close()
+
+    for n, order in enumerate(orders):
+        row = await order_row(db, order["id"])
+        assert row["status"] == ("completed" if n % 2 else "failed")
+        assert row["completed_at"] is not None

@@ -25,7 +25,13 @@ from songswipe.shared.statuses import VariantStatus
 from songswipe.shared.topics import Topics
 from tests.finalizer.helpers import finalizer_settings, running_finalizer
 from tests.orchestrator.helpers import completion, request_for
-from tests.support import consume, eventually, insert_customization, insert_order
+from tests.support import (
+    consume,
+    eventually,
+    insert_customization,
+    insert_order,
+    order_with_outcomes,
+)
 
 COMPLETE = VariantStatus.COMPLETE
 FAILED = VariantStatus.FAILED
@@ -241,40 +247,23 @@ async def test_a_replayed_variant_that_succeeds_settles_the_order_again(
     assert [(s.complete_count, s.failed_count) for s in settled] == [(2, 1), (3, 0)]
 
 
-async def _order_with_outcomes(
-    db: Connection, order_status: str, statuses: tuple[str, str, str]
-) -> dict[str, Any]:
-    """An order the table does not hold, with its variants' rows as given."""
-    customization = await insert_customization(db)
-    order = await insert_order(db, customization, status=order_status)
-    for number, status in enumerate(statuses, start=1):
-        await db.execute(
-            "insert into song_variants (order_id, variant_number, status,"
-            " storage_path, error, completed_at) values (%s, %s, %s, %s, %s, now())",
-            (
-                order["id"],
-                number,
-                status,
-                "song.mp3" if status == "complete" else None,
-                "failed" if status == "failed" else None,
-            ),
-        )
-    return order
-
-
 async def test_a_late_completion_of_a_reopened_order_settles_it_from_the_database(
     db: Connection, topics: Topics, orchestrator: Orchestrator, kafka_bootstrap: str
 ) -> None:
     # Replayed after the sweep forgot the order: the order was reopened, and
     # its replayed variant has just completed.
-    reopened = await _order_with_outcomes(
-        db, "generating", ("complete", "failed", "failed")
+    reopened = await order_with_outcomes(
+        db, order_status="generating", variant_statuses=("complete", "failed", "failed")
     )
-    settled_long_ago = await _order_with_outcomes(
-        db, "completed", ("complete", "complete", "failed")
+    settled_long_ago = await order_with_outcomes(
+        db,
+        order_status="completed",
+        variant_statuses=("complete", "complete", "failed"),
     )
-    still_running = await _order_with_outcomes(
-        db, "generating", ("complete", "failed", "pending")
+    still_running = await order_with_outcomes(
+        db,
+        order_status="generating",
+        variant_statuses=("complete", "failed", "pending"),
     )
 
     outcomes = await complete(

@@ -1,7 +1,9 @@
 """The finalizer: final order statuses and the dead-letter monitor.
 
 It reads ``generation.settled`` and ``generation.dlq`` in one consumer group
-and commits an offset only once the message is in the database. A message
+and commits an offset only once the message is in the database. The
+messages of one fetch are handled together, and their settlements share one
+statement. A message
 that does not match its schema is logged and skipped (committed), so one bad
 message never stops the rest; while the database is down nothing is
 committed and the same message is tried again with backoff.
@@ -13,7 +15,9 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -21,6 +25,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from songswipe.finalizer import metrics, store
 from songswipe.finalizer.settings import FinalizerSettings
+from songswipe.shared.batching import Batcher
 from songswipe.shared.db import Pool, is_transient, open_pool
 from songswipe.shared.errors import (
     DatabaseUnavailable,
@@ -48,6 +53,11 @@ class Finalizer:
         self.topics = settings.topics
         self.pool = pool
         self._offsets = OffsetTracker()
+        self._settles: Batcher[UUID, GenerationSettled, store.Settlement] = Batcher(
+            self._settle_many,
+            self._settle_one,
+            max_size=settings.finalizer_max_poll_records,
+        )
 
     async def run(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         """Process messages until ``stop`` is set, committing finished ones
@@ -55,12 +65,14 @@ class Finalizer:
         committed_at_s = time.monotonic()
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            for tp, records in batches.items():
-                for record in records:
-                    self._offsets.start(tp, record.offset)
-                for record in records:
-                    if not await self._process(record, stop):
-                        break
+            fetched = [(tp, r) for tp, records in batches.items() for r in records]
+            for tp, record in fetched:
+                self._offsets.start(tp, record.offset)
+            handled = await asyncio.gather(
+                *(self._process(record, stop) for _, record in fetched)
+            )
+            for (tp, record), done in zip(fetched, handled, strict=True):
+                if done:
                     self._offsets.finish(tp, record.offset)
             if time.monotonic() - committed_at_s >= COMMIT_INTERVAL_S:
                 await self._commit(consumer)
@@ -132,8 +144,8 @@ class Finalizer:
         return "unexpected"
 
     async def on_settled(self, settled: GenerationSettled) -> str:
-        async with self.pool.connection() as conn:
-            outcome = await store.settle_order(conn, settled)
+        outcome = await self._settles(settled.order_id, settled)
+        assert outcome is not None, "settling always says what happened"
         metrics.orders_settled.labels(outcome.value).inc()
 
         if outcome is store.Settlement.MISSING:
@@ -155,6 +167,19 @@ class Finalizer:
                 settled.failed_count,
             )
         return outcome.value
+
+    async def _settle_many(
+        self, batch: Sequence[tuple[UUID, GenerationSettled]]
+    ) -> dict[UUID, store.Settlement | None]:
+        async with self.pool.connection() as conn:
+            outcomes = await store.settle_orders(conn, [s for _, s in batch])
+        return dict(outcomes)
+
+    async def _settle_one(
+        self, _: UUID, settled: GenerationSettled
+    ) -> store.Settlement | None:
+        async with self.pool.connection() as conn:
+            return await store.settle_order(conn, settled)
 
     async def on_dead_letter(self, letter: DeadLetter) -> str:
         async with self.pool.connection() as conn:

@@ -6,6 +6,7 @@ dead letter's id is the row's primary key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from uuid import UUID
 
@@ -26,6 +27,36 @@ returning id
 """
 
 _ORDER_STATUS_SQL = "select status from orders where id = %s"
+
+# The batched form of ``_SETTLE_SQL``. An order another transaction holds
+# locked is skipped, not waited for, and left out of the result (it settles
+# alone with the statement above); every other order comes back, with
+# whether it moved and whether it exists.
+_SETTLE_MANY_SQL = """
+with settled as (
+  select * from unnest(%(order_ids)s::uuid[], %(statuses)s::text[],
+                       %(settled_ats)s::timestamptz[])
+         as s(order_id, status, settled_at)
+), locked as (
+  select o.id from orders o join settled s on o.id = s.order_id
+  for update of o skip locked
+), moved as (
+  update orders o
+  set status = s.status,
+      completed_at = coalesce(o.completed_at, s.settled_at),
+      error = case when s.status = 'failed'
+                   then coalesce(o.error, %(error)s) else o.error end
+  from settled s
+  where o.id = s.order_id and o.id in (select id from locked)
+    and o.status in ('paid', 'generating')
+  returning o.id
+)
+select s.order_id, s.status, o.id is not null as found, m.id is not null as moved
+from settled s
+left join orders o on o.id = s.order_id
+left join moved m on m.id = s.order_id
+where o.id is null or o.id in (select id from locked)
+"""
 
 _STORE_DEAD_LETTER_SQL = """
 insert into failed_jobs (id, order_id, job_type, event_data, error_message,
@@ -69,7 +100,7 @@ class Settlement(StrEnum):
 
 async def settle_order(conn: Connection, settled: GenerationSettled) -> Settlement:
     """Move the order to its final status, forward only."""
-    status = OrderStatus.COMPLETED if settled.complete_count else OrderStatus.FAILED
+    status = _final_status(settled)
     cursor = await conn.execute(
         _SETTLE_SQL,
         {
@@ -85,6 +116,33 @@ async def settle_order(conn: Connection, settled: GenerationSettled) -> Settleme
     cursor = await conn.execute(_ORDER_STATUS_SQL, (settled.order_id,))
     row = await cursor.fetchone()
     return Settlement.MISSING if row is None else Settlement.UNCHANGED
+
+
+async def settle_orders(
+    conn: Connection, batch: Sequence[GenerationSettled]
+) -> dict[UUID, Settlement]:
+    """``settle_order`` for many orders in one statement; an order another
+    transaction holds locked is left out, for ``settle_order`` alone."""
+    params = {
+        "order_ids": [settled.order_id for settled in batch],
+        "statuses": [_final_status(settled).value for settled in batch],
+        "settled_ats": [settled.settled_at for settled in batch],
+        "error": NO_VARIANT_ERROR,
+    }
+    cursor = await conn.execute(_SETTLE_MANY_SQL, params)
+    outcomes = {}
+    for row in await cursor.fetchall():
+        if not row["found"]:
+            outcomes[row["order_id"]] = Settlement.MISSING
+        elif row["moved"]:
+            outcomes[row["order_id"]] = Settlement(row["status"])
+        else:
+            outcomes[row["order_id"]] = Settlement.UNCHANGED
+    return outcomes
+
+
+def _final_status(settled: GenerationSettled) -> OrderStatus:
+    return OrderStatus.COMPLETED if settled.complete_count else OrderStatus.FAILED
 
 
 async def store_dead_letter(conn: Connection, letter: DeadLetter) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -59,15 +59,16 @@ class LocalStorage:
 def _write_atomically(path: Path, data: bytes) -> None:
     """Readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    # A unique name in the same folder, created with a song's mode (a person
+    # plays it) in one call: fewer system calls than mkstemp and chmod.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        # mkstemp makes the file private; a song is for people to play.
-        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
