@@ -2,9 +2,13 @@
 
 The four services run as separate processes, as ``make run`` starts them,
 against the real Kafka and Postgres, with the generator's instant provider
-(a tiny precomputed MP3), so what is measured is the pipeline itself. Beside
-it, in the same run, the floor: four aiokafka produce-consume hops that do no
-work, with the same number of messages.
+(a tiny precomputed MP3), so what is measured is the pipeline itself. For
+the same reason the songs go to a folder in memory (/dev/shm) where there is
+one: in production they go to Supabase Storage, and on this machine's disk
+every song's file and folders cost the kernel more CPU than the generator
+spends on the song (``--songs-dir`` puts them elsewhere). Beside it, in the
+same run, the floor: four aiokafka produce-consume hops that do no work,
+with the same number of messages.
 
     python3 -m uv run --no-sync python bench/pipeline_bench.py
 
@@ -12,7 +16,8 @@ Phases: signed ``checkout.session.completed`` events at 20 orders/s for 30 s
 (latency from the POST to the order's ``completed`` time in the database),
 then a saturation run (orders sent as fast as the webhook takes them; the
 sustained rate is orders completed over the time from the first POST to the
-last completion). The floor repeats both with messages instead of orders.
+last completion; 4000 orders, about 20 s at the rates seen here). The floor
+repeats both with messages instead of orders.
 """
 
 from __future__ import annotations
@@ -456,7 +461,21 @@ def verdict(ok: bool) -> str:
     return "meets target" if ok else "MISSES target"
 
 
-async def main(rate_per_s: float, duration_s: float, saturation_count: int) -> None:
+def songs_parent(choice: str | None) -> Path | None:
+    """Where the songs' folder goes: ``--songs-dir``, else memory when the
+    machine has a tmpfs at /dev/shm, else the temporary folder."""
+    if choice is not None:
+        return Path(choice)
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+async def main(
+    rate_per_s: float,
+    duration_s: float,
+    saturation_count: int,
+    songs_under: Path | None,
+) -> None:
     base = ServiceSettings()
     bootstrap = base.kafka_bootstrap_servers
     prefix = f"pipebench{uuid.uuid4().hex[:8]}."
@@ -465,7 +484,12 @@ async def main(rate_per_s: float, duration_s: float, saturation_count: int) -> N
     webhook_url = f"http://127.0.0.1:{webhook_port}"
 
     async with scratch_database(base.database_url) as database_url:
-        with tempfile.TemporaryDirectory(prefix="songswipe-bench-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="songswipe-bench-") as tmp,
+            tempfile.TemporaryDirectory(
+                prefix="songswipe-bench-songs-", dir=songs_under
+            ) as songs,
+        ):
             workdir = Path(tmp)
             env = {
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -478,13 +502,14 @@ async def main(rate_per_s: float, duration_s: float, saturation_count: int) -> N
                 "GENERATOR_PROVIDER": "instant",
                 "GENERATOR_CONCURRENCY": "64",
                 "ELEVENLABS_API_KEY": "",
-                "SONGS_DIR": str(workdir / "songs"),
+                "SONGS_DIR": songs,
                 "ORCHESTRATOR_DATA_DIR": str(workdir / "orchestrator"),
                 "METRICS_PORT": "0",
                 "LOG_LEVEL": "WARNING",
             }
             await ensure_topics(bootstrap, Topics(prefix).specs(PARTITIONS))
             print(f"Starting the four services (logs in {workdir / 'logs'}) ...")
+            print(f"Songs are written to {songs}")
             conn = await connect(database_url)
             try:
                 connections = Connections("127.0.0.1", webhook_port)
@@ -579,8 +604,20 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=20.0, help="orders/s")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds")
     parser.add_argument("--saturation", type=int, default=4000, help="orders")
+    parser.add_argument(
+        "--songs-dir",
+        default=None,
+        help="folder for the songs' folder (default: /dev/shm when it exists)",
+    )
     args = parser.parse_args()
     try:
-        uvloop.run(main(args.rate, args.duration, args.saturation))
+        uvloop.run(
+            main(
+                args.rate,
+                args.duration,
+                args.saturation,
+                songs_parent(args.songs_dir),
+            )
+        )
     except KeyboardInterrupt:
         sys.exit(130)

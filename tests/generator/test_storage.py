@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,19 @@ async def test_local_storage_writes_the_bucket_layout_and_overwrites(
 
     assert (tmp_path / OBJECT_PATH).read_bytes() == b"second"
     assert list((tmp_path / "user-1" / "order-1").iterdir()) == [tmp_path / OBJECT_PATH]
+
+
+async def test_local_storage_makes_a_folder_removed_after_it_wrote_there_again(
+    tmp_path: Path,
+) -> None:
+    storage = LocalStorage(tmp_path)
+    await storage.upload(OBJECT_PATH, b"first")
+    shutil.rmtree(tmp_path / "user-1")
+
+    await storage.upload("user-1/order-1/variant-3.mp3", b"third")
+
+    assert (tmp_path / "user-1/order-1/variant-3.mp3").read_bytes() == b"third"
+    assert (tmp_path / "user-1/order-1/variant-3.mp3").stat().st_mode & 0o777 == 0o644
 
 
 async def test_supabase_storage_upserts_with_the_service_role_key() -> None:

@@ -37,34 +37,55 @@ class SongStorage(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: Folders this process made or found lately, whose mkdir can be skipped.
+KNOWN_FOLDERS_MAX = 4_096
+
+
 class LocalStorage:
     name = "local"
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # An order's three variants share a folder: one mkdir, not three.
+        self._known_folders: dict[Path, None] = {}
 
     def path_of(self, object_path: str) -> Path:
         return self.root / object_path
 
     async def upload(self, object_path: str, audio: bytes) -> None:
+        path = self.path_of(object_path)
         try:
-            await asyncio.to_thread(_write_atomically, self.path_of(object_path), audio)
+            try:
+                known = path.parent in self._known_folders
+                await asyncio.to_thread(_write_atomically, path, audio, not known)
+            except FileNotFoundError:
+                if not known:
+                    raise
+                # Removed since: make it again.
+                await asyncio.to_thread(_write_atomically, path, audio, True)
+            self._remember(path.parent)
         except OSError as exc:
             raise StorageError(f"cannot write {object_path} under {self.root}") from exc
 
     async def aclose(self) -> None:
         return None
 
+    def _remember(self, folder: Path) -> None:
+        self._known_folders[folder] = None
+        if len(self._known_folders) > KNOWN_FOLDERS_MAX:
+            del self._known_folders[next(iter(self._known_folders))]
 
-def _write_atomically(path: Path, data: bytes) -> None:
+
+def _write_atomically(path: Path, data: bytes, make_folder: bool = True) -> None:
     """Readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the same folder, created with a song's mode (a person
-    # plays it) in one call: fewer system calls than mkstemp and chmod.
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
+            # Whatever the umask: a song is for people to play.
+            os.fchmod(handle.fileno(), 0o644)
             handle.write(data)
         os.replace(temporary, path)
     except BaseException:
