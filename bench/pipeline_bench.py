@@ -4,9 +4,8 @@ The four services run as separate processes, as ``make run`` starts them,
 against the real Kafka and Postgres, with the generator's instant provider
 (a tiny precomputed MP3), so what is measured is the pipeline itself. For
 the same reason the songs go to a folder in memory (/dev/shm) where there is
-one: in production they go to Supabase Storage, and on this machine's disk
-the files and folders of the songs cost the kernel about a third of the
-generator's CPU (``--songs-dir`` puts them elsewhere). Beside it, in the
+one: in production they go to Supabase Storage, and the figure should not
+hang on how busy this machine's disk is (``--songs-dir`` puts them there). Beside it, in the
 same run, the floor: four aiokafka produce-consume hops that do no work,
 with the same number of messages.
 
