@@ -5,9 +5,9 @@ against the real Kafka and Postgres, with the generator's instant provider
 (a tiny precomputed MP3), so what is measured is the pipeline itself. For
 the same reason the songs go to a folder in memory (/dev/shm) where there is
 one: in production they go to Supabase Storage, and the figure should not
-hang on how busy this machine's disk is (``--songs-dir`` puts them there). Beside it, in the
-same run, the floor: four aiokafka produce-consume hops that do no work,
-with the same number of messages.
+hang on how busy this machine's disk is (``--songs-dir`` puts them there).
+Beside it, in the same run, the floor: four aiokafka produce-consume hops
+that do no work, with the same number of messages.
 
     python3 -m uv run --no-sync python bench/pipeline_bench.py
 
