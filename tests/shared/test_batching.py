@@ -145,6 +145,20 @@ async def test_a_key_the_batch_skips_runs_alone_and_holds_up_no_batch() -> None:
     assert await locked == 15
 
 
+async def test_callers_of_a_cancelled_batcher_are_cancelled_not_left_waiting() -> None:
+    batcher = batcher_of(Recorder(), max_size=1)
+    calls = [asyncio.ensure_future(batcher(f"k{i}", 2)) for i in range(3)]
+    await asyncio.sleep(0.005)  # the first batch is out, two calls wait
+
+    assert batcher._flusher is not None
+    batcher._flusher.cancel()
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*calls, return_exceptions=True), timeout=1
+    )
+
+    assert [type(o) for o in outcomes] == [asyncio.CancelledError] * 3
+
+
 def test_max_size_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_size"):
         batcher_of(Recorder(), max_size=0)

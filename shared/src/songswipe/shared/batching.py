@@ -59,6 +59,12 @@ class Batcher(Generic[K, A, R]):
                 # Let every caller woken in this turn of the loop join in.
                 await asyncio.sleep(0)
                 await self._flush(self._take())
+        except asyncio.CancelledError:
+            # Shutting down: no caller may wait for a batch that never runs.
+            for _, _, future in self._waiting:
+                future.cancel()
+            self._waiting = []
+            raise
         finally:
             self._flusher = None
 
