@@ -3,10 +3,9 @@
 It reads ``generation.settled`` and ``generation.dlq`` in one consumer group
 and commits an offset only once the message is in the database. The
 messages of one fetch are handled together, and their settlements share one
-statement. A message
-that does not match its schema is logged and skipped (committed), so one bad
-message never stops the rest; while the database is down nothing is
-committed and the same message is tried again with backoff.
+statement. A message that does not match its schema is logged and skipped
+(committed), so one bad message never stops the rest; while the database is
+down nothing is committed and the same message is tried again with backoff.
 """
 
 from __future__ import annotations
