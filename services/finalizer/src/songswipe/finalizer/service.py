@@ -1,11 +1,11 @@
 """The finalizer: final order statuses and the dead-letter monitor.
 
 It reads ``generation.settled`` and ``generation.dlq`` in one consumer group
-and commits an offset only once the message is in the database. The
-messages of one fetch are handled together, and their settlements share one
-statement. A message that does not match its schema is logged and skipped
-(committed), so one bad message never stops the rest; while the database is
-down nothing is committed and the same message is tried again with backoff.
+and commits an offset only once the message is in the database. Messages are
+handled concurrently, and the settlements in flight share one statement. A
+message that does not match its schema is logged and skipped (committed), so
+one bad message never stops the rest; while the database is down nothing is
+committed and the same message is tried again with backoff.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from songswipe.finalizer import metrics, store
@@ -60,23 +60,45 @@ class Finalizer:
 
     async def run(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         """Process messages until ``stop`` is set, committing finished ones
-        every ``COMMIT_INTERVAL_S`` and once more at the end."""
+        every ``COMMIT_INTERVAL_S`` and once more at the end.
+
+        Up to ``finalizer_max_poll_records`` messages are handled at once, as
+        tasks, and the loop fetches more as they finish: a message that waits
+        (on a row another transaction holds) holds up no other.
+        """
+        capacity = self.settings.finalizer_max_poll_records
+        in_flight: set[asyncio.Task[None]] = set()
         committed_at_s = time.monotonic()
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            fetched = [(tp, r) for tp, records in batches.items() for r in records]
-            for tp, record in fetched:
-                self._offsets.start(tp, record.offset)
-            handled = await asyncio.gather(
-                *(self._process(record, stop) for _, record in fetched)
-            )
-            for (tp, record), done in zip(fetched, handled, strict=True):
-                if done:
-                    self._offsets.finish(tp, record.offset)
+            free = capacity - len(in_flight)
+            if free > 0:
+                batches = await consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=free
+                )
+                for tp, records in batches.items():
+                    for record in records:
+                        self._offsets.start(tp, record.offset)
+                        task = asyncio.create_task(self._finish(tp, record, stop))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+            else:
+                await asyncio.wait(
+                    in_flight,
+                    timeout=POLL_TIMEOUT_MS / 1000,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             if time.monotonic() - committed_at_s >= COMMIT_INTERVAL_S:
                 await self._commit(consumer)
                 committed_at_s = time.monotonic()
+        # Stopping: a message waiting out a database fault gives up at once.
+        await asyncio.gather(*in_flight)
         await self._commit(consumer)
+
+    async def _finish(
+        self, tp: TopicPartition, record: ConsumerRecord[Any, Any], stop: asyncio.Event
+    ) -> None:
+        if await self._process(record, stop):
+            self._offsets.finish(tp, record.offset)
 
     async def _process(
         self, record: ConsumerRecord[Any, Any], stop: asyncio.Event
