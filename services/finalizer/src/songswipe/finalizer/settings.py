@@ -10,7 +10,7 @@ GROUP_ID = "songswipe-finalizer"
 
 
 class FinalizerSettings(ServiceSettings):
-    #: Records fetched per poll; each is finished before the next poll.
+    #: Messages handled at once, and the most one poll fetches.
     finalizer_max_poll_records: int = Field(default=100, ge=1, le=10_000)
     #: Port of ``/metrics``; 0 turns metrics off.
     metrics_port: int = Field(default=9103, ge=0, le=65535)
