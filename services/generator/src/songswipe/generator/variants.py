@@ -18,7 +18,11 @@ import psycopg
 
 from songswipe.shared.batching import Batcher
 from songswipe.shared.db import Pool, Row, is_transient
-from songswipe.shared.errors import DatabaseUnavailable, PermanentError
+from songswipe.shared.errors import (
+    DatabaseUnavailable,
+    PermanentError,
+    PipelineError,
+)
 from songswipe.shared.statuses import VariantStatus
 
 ERROR_MAX_CHARS = 2_000
@@ -179,17 +183,7 @@ class Variants:
                 cursor = await conn.execute(query, params)
                 row = await cursor.fetchone()
         except psycopg.Error as exc:
-            if is_transient(exc):
-                raise DatabaseUnavailable(
-                    f"song_variants query failed: {exc!r}",
-                    order_id=params["order_id"],
-                    variant=params["variant"],
-                ) from exc
-            raise PermanentError(
-                f"song_variants query refused: {exc!r}",
-                order_id=params["order_id"],
-                variant=params["variant"],
-            ) from exc
+            raise _pipeline_error(exc, params["order_id"], params["variant"]) from exc
         return Variant.from_row(row) if row is not None else None
 
     async def _batched(
@@ -198,18 +192,7 @@ class Variants:
         try:
             return await batcher(key, argument)
         except psycopg.Error as exc:
-            order_id, variant = key
-            if is_transient(exc):
-                raise DatabaseUnavailable(
-                    f"song_variants batch update failed: {exc!r}",
-                    order_id=order_id,
-                    variant=variant,
-                ) from exc
-            raise PermanentError(
-                f"song_variants batch update refused: {exc!r}",
-                order_id=order_id,
-                variant=variant,
-            ) from exc
+            raise _pipeline_error(exc, *key) from exc
 
     async def _start_all(
         self, batch: Sequence[tuple[Key, int]]
@@ -248,3 +231,14 @@ class Variants:
             )
             for row in rows
         }
+
+
+def _pipeline_error(exc: psycopg.Error, order_id: UUID, variant: int) -> PipelineError:
+    """A database fault as the pipeline's error: retriable when transient."""
+    if is_transient(exc):
+        return DatabaseUnavailable(
+            f"song_variants query failed: {exc!r}", order_id=order_id, variant=variant
+        )
+    return PermanentError(
+        f"song_variants query refused: {exc!r}", order_id=order_id, variant=variant
+    )
