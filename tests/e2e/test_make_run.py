@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from songswipe.cli.errors import ExitCode
-from songswipe.cli.supervisor import SERVICES, pid_path
+from songswipe.cli.supervisor import SERVICES, pid_path, stop_recorded
 from songswipe.shared.topics import Topics
 from tests.e2e.harness import free_port
 
@@ -66,13 +66,15 @@ async def _read_until(
             return
 
 
-async def test_run_places_a_demo_order_then_stops_the_services_on_ctrl_c(
-    database_url: str, kafka_bootstrap: str, topics: Topics, tmp_path: Path
-) -> None:
-    metrics_base = _free_port_run(3)
-    songs_dir = tmp_path / "songs"
-    run_dir = tmp_path / "run"
-    env = {
+def _run_env(
+    database_url: str,
+    kafka_bootstrap: str,
+    topics: Topics,
+    tmp_path: Path,
+    metrics_base: int,
+) -> dict[str, str]:
+    """``songswipe run`` on the test's broker, database, topics and folders."""
+    return {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "DATABASE_URL": database_url,
@@ -80,14 +82,23 @@ async def test_run_places_a_demo_order_then_stops_the_services_on_ctrl_c(
         "KAFKA_PARTITIONS": "3",
         "WEBHOOK_HOST": "127.0.0.1",
         "WEBHOOK_PORT": str(free_port()),
-        "SONGS_DIR": str(songs_dir),
+        "SONGS_DIR": str(tmp_path / "songs"),
         "ORCHESTRATOR_DATA_DIR": str(tmp_path / "orchestrator"),
         "SONGSWIPE_LOG_DIR": str(tmp_path / "logs"),
-        "SONGSWIPE_RUN_DIR": str(run_dir),
+        "SONGSWIPE_RUN_DIR": str(tmp_path / "run"),
         "SONGSWIPE_METRICS_PORT_BASE": str(metrics_base),
         "ELEVENLABS_API_KEY": "",
         "DEMO_TIMEOUT_S": "90",
     }
+
+
+async def test_run_places_a_demo_order_then_stops_the_services_on_ctrl_c(
+    database_url: str, kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    metrics_base = _free_port_run(3)
+    songs_dir = tmp_path / "songs"
+    run_dir = tmp_path / "run"
+    env = _run_env(database_url, kafka_bootstrap, topics, tmp_path, metrics_base)
     process = await asyncio.create_subprocess_exec(
         str(SONGSWIPE),
         "run",
@@ -136,3 +147,46 @@ async def test_run_places_a_demo_order_then_stops_the_services_on_ctrl_c(
         assert f"{service} stopped" in text
         assert not _alive(pids[service])
         assert not pid_path(run_dir, service).exists()
+
+
+async def test_ctrl_c_stops_the_services_after_the_output_pipe_closed(
+    database_url: str, kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    env = _run_env(database_url, kafka_bootstrap, topics, tmp_path, _free_port_run(3))
+    # ``make run | tee log`` and Ctrl-C: the terminal's SIGINT reaches the
+    # whole pipeline, so the reader is gone before the CLI stops anything.
+    # ``sed`` quits once the demo has settled and closes the pipe first.
+    shell = await asyncio.create_subprocess_exec(
+        "sh",
+        "-c",
+        f"'{SONGSWIPE}' run 2>&1 | sed '/{WAITING_FOR_CTRL_C}/q'",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert shell.stdout is not None
+    run_dir = tmp_path / "run"
+    output: list[str] = []
+    try:
+        await asyncio.wait_for(
+            _read_until(shell.stdout, WAITING_FOR_CTRL_C, output), RUN_TIMEOUT_S
+        )
+        pids = {
+            service: int(pid_path(run_dir, service).read_text()) for service in SERVICES
+        }
+        alive_before = {service: _alive(pid) for service, pid in pids.items()}
+        os.killpg(shell.pid, signal.SIGINT)
+        await asyncio.wait_for(shell.wait(), 60)
+        left_running = [service for service, pid in pids.items() if _alive(pid)]
+        pid_files_left = [s for s in SERVICES if pid_path(run_dir, s).exists()]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+        await shell.wait()
+        stop_recorded(run_dir, timeout_s=10)
+    text = "".join(output)
+
+    assert alive_before == dict.fromkeys(SERVICES, True), text
+    assert left_running == []
+    assert pid_files_left == []

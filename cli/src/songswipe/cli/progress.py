@@ -49,20 +49,25 @@ def _snapshot(order: OrderView) -> Snapshot:
 
 def _changes(before: Snapshot | None, order: OrderView, *, variants: bool) -> list[str]:
     stamp = datetime.now().strftime("%H:%M:%S")
-    lines: list[str] = []
+    order_lines: list[str] = []
     if before is None or before[0] != order.status:
-        lines.append(f"{stamp} order {order.id} {status_text(order.status)}")
+        order_lines.append(f"{stamp} order {order.id} {status_text(order.status)}")
     if not variants:
-        return lines
+        return order_lines
+
+    variant_lines: list[str] = []
     previous = dict(enumerate(before[1])) if before else {}
     for index, variant in enumerate(order.variants):
         if previous.get(index) != (variant.status, variant.attempt_count):
-            lines.append(
+            variant_lines.append(
                 f"{stamp}   variant {variant.number} {status_text(variant.status)}"
                 f" (attempt {variant.attempt_count})"
                 + (f": {variant.error}" if variant.error else "")
             )
-    return lines
+    # A settled order follows the variants that settled it, as it did in time.
+    if order.settled:
+        return variant_lines + order_lines
+    return order_lines + variant_lines
 
 
 async def follow(

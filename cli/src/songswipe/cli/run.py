@@ -91,11 +91,24 @@ async def run_pipeline(settings: CliSettings, console: Console) -> None:
         await supervisor.watch()
     finally:
         await conn.close()
-        if supervisor.processes:
-            console.print("Stopping the services (SIGTERM) ...")
-            outcome = supervisor.stop(timeout_s=settings.service_stop_timeout_s)
-            for service, how in outcome.items():
-                console.print(f"  {service} {how}")
+        stop_services(supervisor, console, timeout_s=settings.service_stop_timeout_s)
+
+
+def stop_services(
+    supervisor: Supervisor, console: Console, *, timeout_s: float
+) -> None:
+    """Stop what ``run`` started, even when its terminal is gone."""
+    if not supervisor.processes:
+        return
+
+    try:
+        console.print("Stopping the services (SIGTERM) ...")
+    finally:
+        # ``make run | tee`` interrupted loses ``tee`` first, and Rich turns
+        # the broken pipe into SystemExit: the services must stop all the same.
+        outcome = supervisor.stop(timeout_s=timeout_s)
+    for service, how in outcome.items():
+        console.print(f"  {service} {how}")
 
 
 async def run_demo(settings: CliSettings, console: Console, *, orders: int) -> None:
