@@ -25,6 +25,10 @@ DEFAULT_REQUEST_TIMEOUT_MS = 10_000
 #: fetch saves the broker most of them. A crash repeats at most this much
 #: finished work, which every consumer here handles idempotently.
 COMMIT_INTERVAL_S = 1.0
+#: aiokafka retries a commit for as long as the broker answers with a
+#: retriable error (a deleted topic, a coordinator that moved), so every commit
+#: here is bounded: one that times out is made again with the next.
+COMMIT_TIMEOUT_S = 10.0
 #: A fetch's wait for data when less than ``FETCH_MIN_BYTES`` is there.
 FETCH_MAX_WAIT_MS = 5
 FETCH_MIN_BYTES = 16_384
@@ -95,6 +99,28 @@ async def publish(
             f"{topic} did not acknowledge the message: {exc!r}",
             order_id=message.order_id,
         ) from exc
+
+
+async def commit_offsets(
+    consumer: AIOKafkaConsumer,
+    offsets: dict[TopicPartition, int],
+    *,
+    timeout_s: float = COMMIT_TIMEOUT_S,
+) -> bool:
+    """Commit ``offsets`` within ``timeout_s``; say whether the broker took them.
+
+    A failed commit loses nothing: the messages are delivered again, and every
+    consumer here handles a repeat idempotently.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await consumer.commit(offsets)
+    except (KafkaError, TimeoutError) as exc:
+        logger.warning(
+            "Committing offsets failed (%r); trying again with the next commit", exc
+        )
+        return False
+    return True
 
 
 async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> None:

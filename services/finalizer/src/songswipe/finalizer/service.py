@@ -20,7 +20,7 @@ from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 
 from songswipe.finalizer import metrics, store
 from songswipe.finalizer.settings import FinalizerSettings
@@ -34,6 +34,7 @@ from songswipe.shared.errors import (
 from songswipe.shared.kafka import (
     COMMIT_INTERVAL_S,
     OffsetTracker,
+    commit_offsets,
     ensure_topics,
     make_consumer,
 )
@@ -245,12 +246,7 @@ class Finalizer:
         offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
         if not offsets:
             return
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # The messages are read again after a restart or by the partition's
-            # new owner; handling one twice is harmless.
-            logger.warning("Offset commit failed (%s); continuing", exc)
+        await commit_offsets(consumer, offsets)
 
 
 async def run(settings: FinalizerSettings, stop: asyncio.Event) -> None:

@@ -45,6 +45,7 @@ from songswipe.shared.errors import KafkaUnavailable, MalformedMessage
 from songswipe.shared.kafka import (
     COMMIT_INTERVAL_S,
     OffsetTracker,
+    commit_offsets,
     ensure_topics,
     make_consumer,
     make_producer,
@@ -320,13 +321,7 @@ class GeneratorService:
         offsets = {tp: o for tp, o in self._uncommitted.items() if tp in assigned}
         if not offsets:
             return
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as exc:
-            logger.warning(
-                "Committing offsets failed (%r); trying again with the next commit",
-                exc,
-            )
+        if not await commit_offsets(consumer, offsets):
             return
         for tp, offset in offsets.items():
             if self._uncommitted.get(tp) == offset:
