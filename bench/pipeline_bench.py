@@ -474,6 +474,7 @@ async def main(
     duration_s: float,
     saturation_count: int,
     songs_under: Path | None,
+    overrides: dict[str, str],
 ) -> None:
     base = ServiceSettings()
     bootstrap = base.kafka_bootstrap_servers
@@ -505,6 +506,7 @@ async def main(
                 "ORCHESTRATOR_DATA_DIR": str(workdir / "orchestrator"),
                 "METRICS_PORT": "0",
                 "LOG_LEVEL": "WARNING",
+                **overrides,
             }
             await ensure_topics(bootstrap, Topics(prefix).specs(PARTITIONS))
             print(f"Starting the four services (logs in {workdir / 'logs'}) ...")
@@ -608,7 +610,20 @@ if __name__ == "__main__":
         default=None,
         help="folder for the songs' folder (default: /dev/shm when it exists)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the four services, e.g. ORCHESTRATOR_KAFKA_LINGER_MS=20",
+    )
     args = parser.parse_args()
+    overrides: dict[str, str] = {}
+    for setting in args.set:
+        name, equals, value = setting.partition("=")
+        if not name or not equals:
+            parser.error(f"--set takes NAME=VALUE, not {setting!r}")
+        overrides[name] = value
     try:
         uvloop.run(
             main(
@@ -616,6 +631,7 @@ if __name__ == "__main__":
                 args.duration,
                 args.saturation,
                 songs_parent(args.songs_dir),
+                overrides,
             )
         )
     except KeyboardInterrupt:

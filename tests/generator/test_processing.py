@@ -10,6 +10,7 @@ import miniaudio
 import pytest
 from prometheus_client import REGISTRY
 
+from songswipe.generator.settings import GeneratorSettings
 from songswipe.shared.db import Connection
 from songswipe.shared.messages import DeadLetter, VariantCompleted, VariantGenerate
 from songswipe.shared.paths import song_object_path
@@ -48,22 +49,32 @@ def songs_dir(tmp_path: Path) -> Path:
     return tmp_path / "songs"
 
 
-async def test_a_message_gives_one_complete_variant_and_a_playable_mp3(
-    db: Connection,
+@pytest.fixture
+def settings(
     kafka_bootstrap: str,
     database_url: str,
     topics: Topics,
-    fake: FakeElevenLabs,
     songs_dir: Path,
-) -> None:
-    customization, order = await order_with_variants(db, recipient_name="Maya")
-    settings = settings_for(
+    fake: FakeElevenLabs,
+) -> GeneratorSettings:
+    """A generator that calls the fake ElevenLabs and writes to ``songs_dir``."""
+    return settings_for(
         kafka_bootstrap=kafka_bootstrap,
         database_url=database_url,
         topics=topics,
         songs_dir=songs_dir,
         fake_url=fake.url,
     )
+
+
+async def test_a_message_gives_one_complete_variant_and_a_playable_mp3(
+    db: Connection,
+    kafka_bootstrap: str,
+    topics: Topics,
+    fake: FakeElevenLabs,
+    settings: GeneratorSettings,
+) -> None:
+    customization, order = await order_with_variants(db, recipient_name="Maya")
     attempts_before = _metric(
         "songswipe_generator_attempts_total", provider="elevenlabs"
     )
@@ -86,7 +97,7 @@ async def test_a_message_gives_one_complete_variant_and_a_playable_mp3(
     assert row["storage_path"] == expected_path
     assert row["attempt_count"] == 1
     assert row["completed_at"] is not None
-    decoded = miniaudio.decode((songs_dir / expected_path).read_bytes())
+    decoded = miniaudio.decode((settings.songs_dir / expected_path).read_bytes())
     assert decoded.duration > 0.5
 
     assert [(c.status, c.storage_path) for c in completions] == [
@@ -106,10 +117,9 @@ async def test_a_message_gives_one_complete_variant_and_a_playable_mp3(
 async def test_two_500s_then_success_take_three_attempts_spaced_by_the_tiers(
     db: Connection,
     kafka_bootstrap: str,
-    database_url: str,
     topics: Topics,
     fake: FakeElevenLabs,
-    songs_dir: Path,
+    settings: GeneratorSettings,
 ) -> None:
     customization, order = await order_with_variants(db, recipient_name="Noor")
     fake.plan("Noor", [Reply(500), Reply(502)])
@@ -117,13 +127,6 @@ async def test_two_500s_then_success_take_three_attempts_spaced_by_the_tiers(
         _metric("songswipe_generator_retries_total", reason=reason)
         for reason in ("http_500", "http_502")
     ]
-    settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        database_url=database_url,
-        topics=topics,
-        songs_dir=songs_dir,
-        fake_url=fake.url,
-    )
 
     async with running_generator(settings):
         await publish_all(
@@ -160,22 +163,14 @@ async def test_two_500s_then_success_take_three_attempts_spaced_by_the_tiers(
 async def test_a_429_waits_for_retry_after_without_holding_up_fresh_work(
     db: Connection,
     kafka_bootstrap: str,
-    database_url: str,
     topics: Topics,
     fake: FakeElevenLabs,
-    songs_dir: Path,
+    settings: GeneratorSettings,
 ) -> None:
     busy = {"detail": {"status": "system_busy", "message": "try again"}}
     fake.plan("Ava", [Reply(429, headers={"Retry-After": "2"}, json_body=busy)])
     ava, ava_order = await order_with_variants(db, recipient_name="Ava")
     ben, ben_order = await order_with_variants(db, recipient_name="Ben")
-    settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        database_url=database_url,
-        topics=topics,
-        songs_dir=songs_dir,
-        fake_url=fake.url,
-    )
 
     async with running_generator(settings):
         await publish_all(
@@ -212,21 +207,13 @@ async def test_a_429_waits_for_retry_after_without_holding_up_fresh_work(
 async def test_a_400_is_dead_lettered_at_once_without_a_retry(
     db: Connection,
     kafka_bootstrap: str,
-    database_url: str,
     topics: Topics,
     fake: FakeElevenLabs,
-    songs_dir: Path,
+    settings: GeneratorSettings,
 ) -> None:
     refusal = {"detail": {"status": "invalid_prompt", "message": "prompt refused"}}
     fake.plan("Iris", [Reply(400, json_body=refusal)])
     customization, order = await order_with_variants(db, recipient_name="Iris")
-    settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        database_url=database_url,
-        topics=topics,
-        songs_dir=songs_dir,
-        fake_url=fake.url,
-    )
 
     async with running_generator(settings):
         await publish_all(
@@ -264,20 +251,12 @@ async def test_a_400_is_dead_lettered_at_once_without_a_retry(
 async def test_five_500s_end_in_a_dead_letter_with_attempt_count_5(
     db: Connection,
     kafka_bootstrap: str,
-    database_url: str,
     topics: Topics,
     fake: FakeElevenLabs,
-    songs_dir: Path,
+    settings: GeneratorSettings,
 ) -> None:
     fake.plan("Omar", [Reply(500)] * 5)
     customization, order = await order_with_variants(db, recipient_name="Omar")
-    settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        database_url=database_url,
-        topics=topics,
-        songs_dir=songs_dir,
-        fake_url=fake.url,
-    )
 
     async with running_generator(settings):
         await publish_all(
@@ -310,10 +289,9 @@ async def test_five_500s_end_in_a_dead_letter_with_attempt_count_5(
 async def test_a_complete_variant_is_announced_again_not_generated_again(
     db: Connection,
     kafka_bootstrap: str,
-    database_url: str,
     topics: Topics,
     fake: FakeElevenLabs,
-    songs_dir: Path,
+    settings: GeneratorSettings,
 ) -> None:
     customization, order = await order_with_variants(db, recipient_name="Lena")
     path = song_object_path(order["user_id"], order["id"], 1)
@@ -323,13 +301,6 @@ async def test_a_complete_variant_is_announced_again_not_generated_again(
         (path, order["id"]),
     )
     before = await variant_row(db, order["id"], 1)
-    settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        database_url=database_url,
-        topics=topics,
-        songs_dir=songs_dir,
-        fake_url=fake.url,
-    )
 
     async with running_generator(settings):
         await publish_all(
