@@ -166,7 +166,7 @@ async def test_a_dead_letter_published_twice_gives_one_failed_jobs_row(
     assert f"songswipe dlq replay {letter.message_id}" in warnings[0].getMessage()
 
 
-async def test_malformed_messages_are_skipped_and_committed(
+async def test_malformed_messages_are_kept_as_failed_jobs_and_committed(
     db: Connection, topics: Topics, settings: FinalizerSettings, kafka_bootstrap: str
 ) -> None:
     order = await generating_order(db)
@@ -183,8 +183,22 @@ async def test_malformed_messages_are_skipped_and_committed(
         await wait_committed(settings, 5)
 
     assert (await order_row(db, order["id"]))["status"] == "completed"
-    cursor = await db.execute("select count(*) as n from failed_jobs")
-    assert await cursor.fetchone() == {"n": 0}
+    cursor = await db.execute(
+        "select order_id, job_type, source_topic, event_data, error_message"
+        " from failed_jobs order by source_topic, event_data->>'raw'"
+    )
+    rows = await cursor.fetchall()
+    assert [(r["source_topic"], r["event_data"]["raw"]) for r in rows] == [
+        (topics.dlq, '{"order_id": "nope"}'),
+        (topics.dlq, "{not json"),
+        (topics.settled, '{"order_id": "nope"}'),
+        (topics.settled, "{not json"),
+    ]
+    assert {r["order_id"] for r in rows} == {order["id"]}
+    assert [r["job_type"] for r in rows] == ["generation.dlq"] * 2 + [
+        "generation.settled"
+    ] * 2
+    assert all("message rejected" in r["error_message"] for r in rows)
 
 
 async def test_while_the_database_is_down_nothing_is_committed_then_it_catches_up(

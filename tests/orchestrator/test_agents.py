@@ -14,6 +14,7 @@ import pytest
 from songswipe.orchestrator.app import Orchestrator
 from songswipe.shared.db import Connection
 from songswipe.shared.messages import (
+    UNREADABLE_ORDER_ID,
     DeadLetter,
     GenerationRequested,
     GenerationSettled,
@@ -209,20 +210,28 @@ async def test_missing_customization_fails_the_order_with_one_dead_letter(
     assert await cursor.fetchone() == {"n": 0}
 
 
-async def test_malformed_and_unknown_messages_are_skipped(
+async def test_unreadable_messages_are_dead_lettered_and_unknown_ones_skipped(
     db: Connection, topics: Topics, orchestrator: Orchestrator, kafka_bootstrap: str
 ) -> None:
     order = await paid_order(db)
+    order_key = str(order["id"]).encode()
 
     async with orchestrator.requested_agent.test_context() as agent:
-        await agent.put(b"{not json", key=b"x")
+        await agent.put(b"{not json", key=order_key)
         await agent.put(None, key=b"x")
-        await agent.put(request_for(order).to_bytes(), key=str(order["id"]).encode())
+        await agent.put(request_for(order).to_bytes(), key=order_key)
         requested = list(agent.results.values())
     completed = await complete(orchestrator, completion(uuid.uuid4(), 1))
 
     assert requested == ["malformed", "malformed", "fanned_out"]
     assert completed == ["unknown"]
+    letters = await consume(kafka_bootstrap, topics.dlq, DeadLetter, expect=2)
+    by_raw = {letter.payload["raw"]: letter for letter in letters}
+    assert set(by_raw) == {"{not json", ""}
+    assert by_raw["{not json"].order_id == order["id"]
+    assert by_raw[""].order_id == UNREADABLE_ORDER_ID
+    assert {letter.source_topic for letter in letters} == {topics.requested}
+    assert {letter.job_type for letter in letters} == {"generation.requested"}
 
 
 async def test_a_replayed_variant_that_succeeds_settles_the_order_again(

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from songswipe.cli import dlq as dlq_module
 from songswipe.cli.errors import EXIT_CODES_HELP, CliError, ExitCode, as_cli_error
@@ -24,6 +25,7 @@ from songswipe.cli.settings import CliSettings
 from songswipe.cli.supervisor import stop_recorded
 from songswipe.shared.db import connect
 from songswipe.shared.logs import configure_logging
+from songswipe.shared.validation import describe_invalid
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +55,13 @@ def _load_settings(ctx: typer.Context) -> None:
     try:
         ctx.obj = CliSettings()
     except ValidationError as exc:
-        err_console.print(f"[bold red]Error:[/] the settings are invalid:\n{exc}")
+        problems = describe_invalid(exc, whole="settings")
+        err_console.print(
+            f"[bold red]Error:[/] the settings are invalid: {escape(problems)}"
+        )
         raise typer.Exit(ExitCode.USAGE) from None
     level = "DEBUG" if ctx.obj.log_level == "DEBUG" else "WARNING"
-    configure_logging(level, ctx.obj.log_format)
+    configure_logging(level, ctx.obj.log_format, secrets=ctx.obj.secret_values())
     if level != "DEBUG":
         # The CLI reports an unreachable broker itself, in one line.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

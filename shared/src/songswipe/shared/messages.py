@@ -15,8 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from songswipe.shared import topics
 from songswipe.shared.errors import MalformedMessage
 from songswipe.shared.statuses import VariantStatus
+from songswipe.shared.validation import describe_invalid
 
 SCHEMA_VERSION = 1
+
+#: The order a dead letter is filed under when its message had no readable key.
+UNREADABLE_ORDER_ID = UUID(int=0)
 
 MIN_SONG_LENGTH_S = 10
 MAX_SONG_LENGTH_S = 300
@@ -53,10 +57,7 @@ class Message(BaseModel):
         try:
             return cls.model_validate_json(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-                for err in exc.errors(include_url=False)
-            )
+            problems = describe_invalid(exc)
             raise MalformedMessage(f"{cls.topic} message rejected: {problems}") from exc
 
 
@@ -159,3 +160,34 @@ class DeadLetter(Message):
     error_stack: str = ""
     attempt_count: int = Field(ge=0)
     failed_at: datetime = Field(default_factory=utc_now)
+
+    @classmethod
+    def unreadable(
+        cls,
+        raw: bytes | None,
+        key: bytes | None,
+        *,
+        job_type: str,
+        source_topic: str,
+        exc: MalformedMessage,
+        message_id: UUID | None = None,
+    ) -> DeadLetter:
+        """A message nothing can read, kept whole for an operator to mend.
+
+        The order id comes from the message's key; without a readable key the
+        dead letter is filed under ``UNREADABLE_ORDER_ID``.
+        """
+        try:
+            order_id = UUID((key or b"").decode())
+        except ValueError:
+            order_id = UNREADABLE_ORDER_ID
+        return cls(
+            message_id=message_id or uuid4(),
+            order_id=order_id,
+            job_type=job_type,
+            source_topic=source_topic,
+            payload={"raw": (raw or b"").decode("utf-8", errors="replace")},
+            error_type=type(exc).__name__,
+            error_message=str(exc),
+            attempt_count=0,
+        )

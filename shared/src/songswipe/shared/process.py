@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from songswipe.shared.logs import configure_logging
 from songswipe.shared.settings import ServiceSettings
+from songswipe.shared.validation import describe_invalid
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,16 @@ def start_process(
         settings = settings_class()
     except ValidationError as exc:
         configure_logging()
-        logger.error("%s not started; fix its settings first: %s", service, exc)
+        logger.error(
+            "%s not started; fix its settings first: %s",
+            service,
+            describe_invalid(exc, whole="settings"),
+        )
         sys.exit(EXIT_BAD_SETTINGS)
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level, settings.log_format, secrets=settings.secret_values()
+    )
     root_level = logging.getLogger().level
     for name in quiet_loggers:
         logging.getLogger(name).setLevel(max(logging.WARNING, root_level))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from songswipe.shared.topics import Topics
@@ -56,6 +56,13 @@ class ServiceSettings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
+
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold, for the logs to mask."""
+        fields = (getattr(self, name) for name in type(self).model_fields)
+        return [
+            field.get_secret_value() for field in fields if isinstance(field, SecretStr)
+        ]
 
 
 def refuse_placeholder(name: str, value: str, environment: Environment) -> None:

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 from songswipe.finalizer import metrics, store
 from songswipe.finalizer.settings import FinalizerSettings
+from songswipe.shared import topics as topic_names
 from songswipe.shared.batching import Batcher
 from songswipe.shared.db import Pool, is_transient, open_pool
 from songswipe.shared.errors import (
@@ -43,6 +44,9 @@ from songswipe.shared.messages import DeadLetter, GenerationSettled
 logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500
+#: Ids of unreadable messages' rows come from their place in Kafka, so a
+#: redelivery stores no second row.
+UNREADABLE_NAMESPACE = UUID("9d3f6b1e-58c2-4f0a-b7e4-2c61a8d0f935")
 DB_RETRY_FIRST_DELAY_MS = 200
 DB_RETRY_MAX_DELAY_MS = 10_000
 
@@ -111,7 +115,7 @@ class Finalizer:
         delay_ms = DB_RETRY_FIRST_DELAY_MS
         while True:
             try:
-                await self.handle(record.topic, record.value)
+                await self.handle(record)
                 return True
             except DatabaseUnavailable as exc:
                 delay_ms = min(delay_ms * 2, DB_RETRY_MAX_DELAY_MS)
@@ -133,33 +137,37 @@ class Finalizer:
                 # Stopping here would stop every later message too, and a
                 # restart would meet the same message again.
                 logger.exception(
-                    "Handling %s offset=%d failed unexpectedly; skipping it."
-                    " The message was: %r",
+                    "Handling %s partition=%d offset=%d key=%r failed"
+                    " unexpectedly; skipping it (it stays readable at that offset"
+                    " until the topic's retention removes it)",
                     record.topic,
+                    record.partition,
                     record.offset,
-                    record.value,
+                    record.key,
                 )
                 return True
 
-    async def handle(self, topic: str, raw: bytes | None) -> str:
-        """Handle one message of ``topic``; return what it did."""
+    async def handle(self, record: ConsumerRecord[Any, Any]) -> str:
+        """Handle one message; return what it did."""
+        topic, raw = record.topic, record.value
         try:
             if topic == self.topics.settled:
                 return await self.on_settled(GenerationSettled.from_bytes(raw))
             if topic == self.topics.dlq:
                 return await self.on_dead_letter(DeadLetter.from_bytes(raw))
         except MalformedMessage as exc:
-            metrics.malformed.labels(topic).inc()
-            logger.warning("Skipping a malformed message on %s: %s", topic, exc)
-            return "malformed"
+            return await self._keep_unreadable(record, exc)
         except psycopg.Error as exc:
             if is_transient(exc):
                 raise DatabaseUnavailable(str(exc)) from exc
             logger.exception(
-                "The database refused a message on %s; skipping it. The message"
-                " was: %r",
+                "The database refused the message on %s partition=%d offset=%d"
+                " key=%r; skipping it (it stays readable at that offset until the"
+                " topic's retention removes it)",
                 topic,
-                raw,
+                record.partition,
+                record.offset,
+                record.key,
             )
             return "refused"
         logger.warning("Skipping a message on unexpected topic %s", topic)
@@ -202,6 +210,28 @@ class Finalizer:
     ) -> store.Settlement | None:
         async with self.pool.connection() as conn:
             return await store.settle_order(conn, settled)
+
+    async def _keep_unreadable(
+        self, record: ConsumerRecord[Any, Any], exc: MalformedMessage
+    ) -> str:
+        """Store a message no retry can read as a ``failed_jobs`` row, once."""
+        metrics.malformed.labels(record.topic).inc()
+        job_type = (
+            topic_names.GENERATION_SETTLED
+            if record.topic == self.topics.settled
+            else topic_names.GENERATION_DLQ
+        )
+        position = f"{record.topic}:{record.partition}:{record.offset}"
+        letter = DeadLetter.unreadable(
+            record.value,
+            record.key,
+            job_type=job_type,
+            source_topic=record.topic,
+            exc=exc,
+            message_id=uuid5(UNREADABLE_NAMESPACE, position),
+        )
+        await self.on_dead_letter(letter)
+        return "malformed"
 
     async def on_dead_letter(self, letter: DeadLetter) -> str:
         async with self.pool.connection() as conn:

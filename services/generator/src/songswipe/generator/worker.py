@@ -50,7 +50,6 @@ JOB_TYPE = VARIANT_GENERATE
 DEAD_LETTER_NAMESPACE = uuid.UUID("5b0e7c55-2a47-4d8e-9a37-0f3f1c2e6d11")
 #: Backoff while Kafka or Postgres are away during bookkeeping.
 BOOKKEEPING_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0)
-UNPARSEABLE_ORDER_ID = uuid.UUID(int=0)
 
 
 class Outcome(StrEnum):
@@ -302,16 +301,10 @@ class VariantWorker:
         exc: MalformedMessage,
     ) -> None:
         """A message no attempt can read: keep its bytes for an operator."""
-        order_id = _order_id_from_key(key)
-        letter = DeadLetter(
-            order_id=order_id,
-            job_type=JOB_TYPE,
-            source_topic=source_topic,
-            payload={"raw": (raw or b"").decode("utf-8", errors="replace")},
-            error_type=type(exc).__name__,
-            error_message=str(exc),
-            attempt_count=0,
+        letter = DeadLetter.unreadable(
+            raw, key, job_type=JOB_TYPE, source_topic=source_topic, exc=exc
         )
+        order_id = letter.order_id
         logger.warning(
             "Unreadable message on %s for order_id=%s, dead-lettering: %s",
             source_topic,
@@ -366,10 +359,3 @@ def _attach_context(exc: Exception, job: VariantGenerate) -> None:
         exc.order_id = exc.order_id or job.order_id
         exc.variant = exc.variant or job.variant_number
         exc.attempt = exc.attempt or job.attempt
-
-
-def _order_id_from_key(key: bytes | None) -> uuid.UUID:
-    try:
-        return uuid.UUID((key or b"").decode())
-    except ValueError:
-        return UNPARSEABLE_ORDER_ID

@@ -199,10 +199,11 @@ class Orchestrator:
             yield outcome
 
     async def _handle_requested(self, event: Any) -> str:
-        return await self.on_requested(event.value, event.message.partition)
+        message = event.message
+        return await self.on_requested(event.value, message.partition, message.key)
 
     async def _handle_completed(self, event: Any) -> str:
-        return await self.on_completed(event.value)
+        return await self.on_completed(event.value, event.message.key)
 
     async def _each_event(
         self, stream: Any, handle: Callable[[Any], Awaitable[str]]
@@ -223,11 +224,15 @@ class Orchestrator:
             await self._acks.done(admitted)
             yield outcome
 
-    async def on_requested(self, raw: bytes | None, partition: int) -> str:
+    async def on_requested(
+        self, raw: bytes | None, partition: int, key: bytes | None = None
+    ) -> str:
         try:
             request = GenerationRequested.from_bytes(raw)
         except MalformedMessage as exc:
-            return self._skip_malformed(self.topics.requested, exc)
+            return await self._dead_letter_unreadable(
+                topic_names.GENERATION_REQUESTED, self.topics.requested, raw, key, exc
+            )
 
         async with self._locks.hold(request.key):
             try:
@@ -243,11 +248,13 @@ class Orchestrator:
         metrics.requests.labels(outcome).inc()
         return outcome
 
-    async def on_completed(self, raw: bytes | None) -> str:
+    async def on_completed(self, raw: bytes | None, key: bytes | None = None) -> str:
         try:
             completion = VariantCompleted.from_bytes(raw)
         except MalformedMessage as exc:
-            return self._skip_malformed(self.topics.completed, exc)
+            return await self._dead_letter_unreadable(
+                topic_names.VARIANT_COMPLETED, self.topics.completed, raw, key, exc
+            )
 
         async with self._locks.hold(completion.key):
             try:
@@ -628,7 +635,26 @@ class Orchestrator:
     def _derived_id(*parts: object) -> uuid.UUID:
         return uuid.uuid5(ID_NAMESPACE, ":".join(str(part) for part in parts))
 
-    def _skip_malformed(self, topic: str, exc: MalformedMessage) -> str:
+    async def _dead_letter_unreadable(
+        self,
+        job_type: str,
+        topic: str,
+        raw: bytes | None,
+        key: bytes | None,
+        exc: MalformedMessage,
+    ) -> str:
+        """Keep a message no retry can read in the dead letters, and move on."""
         metrics.malformed.labels(topic).inc()
-        logger.warning("Skipping a malformed message on %s: %s", topic, exc)
+        letter = DeadLetter.unreadable(
+            raw, key, job_type=job_type, source_topic=topic, exc=exc
+        )
+        await self._publish(self.topics.dlq, letter)
+        metrics.dead_letters.labels(job_type).inc()
+        logger.warning(
+            "Unreadable message on %s for order_id=%s dead-lettered as id=%s: %s",
+            topic,
+            letter.order_id,
+            letter.message_id,
+            exc,
+        )
         return "malformed"

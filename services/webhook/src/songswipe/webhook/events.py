@@ -14,6 +14,7 @@ from uuid import UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from songswipe.shared.validation import describe_invalid
 from songswipe.webhook.errors import Unprocessable
 
 CHECKOUT_COMPLETED = "checkout.session.completed"
@@ -142,10 +143,7 @@ def paid_checkout(event: StripeEvent) -> PaidCheckout:
     try:
         session = CheckoutSession.model_validate(event.data.object)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'session'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
+        problems = describe_invalid(exc, whole="session")
         raise Unprocessable(
             f"the Checkout session in the event is not usable ({problems})"
         ) from exc
