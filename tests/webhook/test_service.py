@@ -76,7 +76,9 @@ def test_production_refuses_the_placeholder_secret() -> None:
     )
 
     assert development.stripe_webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET
-    assert production.webhook_host == "0.0.0.0"
+    assert development.uses_placeholder_secret
+    assert not production.uses_placeholder_secret
+    assert production.webhook_host == "127.0.0.1"
     assert production.webhook_port == 8000
     assert "whsec_live_0a1b2c" not in repr(production)
 

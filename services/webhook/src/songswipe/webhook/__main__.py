@@ -18,6 +18,16 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     settings = start_process(WebhookSettings, service="webhook")
 
+    if settings.uses_placeholder_secret:
+        logger.warning(
+            "STRIPE_WEBHOOK_SECRET is the public development placeholder: whoever"
+            " reaches %s:%d can place orders. Set the endpoint's signing secret"
+            " from the Stripe dashboard before this port is reachable from"
+            " outside",
+            settings.webhook_host,
+            settings.webhook_port,
+        )
+
     app = create_app(settings)
     config = server_config(app, host=settings.webhook_host, port=settings.webhook_port)
     logger.info(

@@ -20,7 +20,9 @@ class WebhookSettings(ServiceSettings):
     stripe_webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     stripe_api_key: SecretStr | None = None
 
-    webhook_host: str = "0.0.0.0"
+    #: This machine only, unless asked: the development placeholder secret
+    #: must not meet the open internet by default.
+    webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(default=8000, ge=1, le=65535)
     webhook_max_body_bytes: int = Field(default=MIB, ge=1024)
     webhook_signature_tolerance_s: int = Field(default=300, ge=1)
@@ -32,6 +34,10 @@ class WebhookSettings(ServiceSettings):
     webhook_sweep_after_s: float = Field(default=120.0, ge=0)
     webhook_sweep_republish_after_s: float = Field(default=1800.0, ge=0)
     webhook_sweep_batch_size: int = Field(default=100, ge=1, le=10_000)
+
+    @property
+    def uses_placeholder_secret(self) -> bool:
+        return self.stripe_webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Self:
