@@ -210,6 +210,35 @@ async def test_missing_customization_fails_the_order_with_one_dead_letter(
     assert await cursor.fetchone() == {"n": 0}
 
 
+async def test_an_unexpected_fan_out_fault_fails_the_order_and_keeps_the_request(
+    db: Connection,
+    topics: Topics,
+    orchestrator: Orchestrator,
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order = await paid_order(db)
+
+    async def broken_start(order_id: uuid.UUID) -> None:
+        raise RuntimeError(f"a bug while starting {order_id}")
+
+    monkeypatch.setattr(orchestrator._requests, "start", broken_start)
+    outcomes = await fan_out(orchestrator, request_for(order))
+
+    assert outcomes == ["error"]
+    row = await order_status(db, order["id"])
+    assert row["status"] == "failed"
+    assert "a bug while starting" in row["error"]
+    [letter] = await consume(kafka_bootstrap, topics.dlq, DeadLetter, expect=1)
+    assert letter.order_id == order["id"]
+    assert letter.error_type == "RuntimeError"
+    kept = GenerationRequested.model_validate(letter.payload)
+    assert kept.customization_id == order["customization_id"]
+    assert (
+        await consume(kafka_bootstrap, topics.generate, VariantGenerate, expect=0) == []
+    )
+
+
 async def test_unreadable_messages_are_dead_lettered_and_unknown_ones_skipped(
     db: Connection, topics: Topics, orchestrator: Orchestrator, kafka_bootstrap: str
 ) -> None:

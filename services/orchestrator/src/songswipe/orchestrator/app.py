@@ -238,12 +238,14 @@ class Orchestrator:
             try:
                 outcome = await self._fan_out(request, partition)
             except Exception as exc:
+                # Nothing would ever move the order on: fail it where it
+                # stands and keep the request for a replay once this is fixed.
                 logger.exception(
-                    "Fan-out of order_id=%s failed unexpectedly; dead-lettering"
-                    " the request",
+                    "Fan-out of order_id=%s failed unexpectedly; failing the order"
+                    " and dead-lettering the request",
                     request.order_id,
                 )
-                await self._dead_letter_request(request, exc)
+                await self._reject(request, exc)
                 outcome = "error"
         metrics.requests.labels(outcome).inc()
         return outcome
@@ -359,8 +361,8 @@ class Orchestrator:
 
         letter = await self._dead_letter_request(request, exc)
         logger.warning(
-            "Order order_id=%s failed: %s. Dead letter id=%s; fix the data, then"
-            " place the order again",
+            "Order order_id=%s failed: %s. Once the cause is fixed, replay it with"
+            " `songswipe dlq replay %s`",
             request.order_id,
             exc,
             letter.message_id,
