@@ -50,8 +50,9 @@ class GeneratorSettings(ServiceSettings):
         DEFAULT_RETRY_DELAYS_MS
     )
     generator_retry_jitter: float = Field(default=0.2, ge=0, le=1)
-    #: How long the producer waits to batch completions and retries.
-    generator_kafka_linger_ms: int = Field(default=5, ge=0, le=100)
+    #: How long the producer waits to batch completions and retries; see
+    #: ``orchestrator_kafka_linger_ms`` for why 20 ms.
+    generator_kafka_linger_ms: int = Field(default=20, ge=0, le=100)
     generator_shutdown_grace_s: float = Field(default=30.0, ge=0)
     metrics_port: int = Field(default=DEFAULT_METRICS_PORT, ge=0, le=65535)
 
