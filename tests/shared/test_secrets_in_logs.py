@@ -12,7 +12,11 @@ from pydantic import SecretStr, ValidationError
 
 from songswipe.shared.errors import MalformedMessage
 from songswipe.shared.logs import MASK, MaskingFormatter
-from songswipe.shared.messages import GenerationRequested
+from songswipe.shared.messages import (
+    UNREADABLE_ORDER_ID,
+    DeadLetter,
+    GenerationRequested,
+)
 from songswipe.shared.settings import ServiceSettings
 from songswipe.shared.validation import describe_invalid
 
@@ -111,3 +115,19 @@ def test_a_service_refusing_its_settings_does_not_log_them(
     assert result.returncode == 2
     assert "database_url" in result.stderr
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_an_unreadable_message_keeps_its_bytes_as_jsonb_safe_text() -> None:
+    exc = MalformedMessage("generation.settled message rejected")
+
+    letter = DeadLetter.unreadable(
+        b"\x00{broken \xff",
+        b"not-a-uuid",
+        job_type="generation.settled",
+        source_topic="generation.settled",
+        exc=exc,
+    )
+
+    assert letter.order_id == UNREADABLE_ORDER_ID
+    assert letter.payload == {"raw": "\ufffd{broken \ufffd"}
+    assert DeadLetter.from_bytes(letter.to_bytes()) == letter

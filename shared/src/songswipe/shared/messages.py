@@ -186,7 +186,13 @@ class DeadLetter(Message):
             order_id=order_id,
             job_type=job_type,
             source_topic=source_topic,
-            payload={"raw": (raw or b"").decode("utf-8", errors="replace")},
+            # Postgres's jsonb takes no NUL character, and failed_jobs is
+            # where this ends up.
+            payload={
+                "raw": (raw or b"")
+                .decode("utf-8", errors="replace")
+                .replace("\x00", "\ufffd")
+            },
             error_type=type(exc).__name__,
             error_message=str(exc),
             attempt_count=0,
