@@ -19,20 +19,18 @@ ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 DOCUMENTED = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=", re.MULTILINE)
 #: Any variable named in the file, set or explained in a comment.
 MENTIONED = re.compile(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)\b")
+SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
+    WebhookSettings,
+    OrchestratorSettings,
+    GeneratorSettings,
+    FinalizerSettings,
+    CliSettings,
+)
 #: Read straight from the environment, outside any settings class.
 READ_DIRECTLY = {"SONGSWIPE_MIGRATIONS_DIR"}
 
 
-@pytest.mark.parametrize(
-    "settings_class",
-    [
-        WebhookSettings,
-        OrchestratorSettings,
-        GeneratorSettings,
-        FinalizerSettings,
-        CliSettings,
-    ],
-)
+@pytest.mark.parametrize("settings_class", SETTINGS_CLASSES)
 def test_every_setting_is_in_env_example(settings_class: type[BaseSettings]) -> None:
     text = ENV_EXAMPLE.read_text(encoding="utf-8")
     documented = set(DOCUMENTED.findall(text)) | set(MENTIONED.findall(text))
@@ -45,13 +43,7 @@ def test_every_setting_is_in_env_example(settings_class: type[BaseSettings]) -> 
 def test_every_documented_variable_is_read() -> None:
     documented = set(DOCUMENTED.findall(ENV_EXAMPLE.read_text(encoding="utf-8")))
     read = set(READ_DIRECTLY)
-    for settings_class in (
-        WebhookSettings,
-        OrchestratorSettings,
-        GeneratorSettings,
-        FinalizerSettings,
-        CliSettings,
-    ):
+    for settings_class in SETTINGS_CLASSES:
         read |= {name.upper() for name in settings_class.model_fields}
 
     assert documented - read == set()

@@ -46,6 +46,13 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
+def _recorded_pids(run_dir: Path) -> dict[str, int]:
+    """The pid ``songswipe run`` recorded for each service."""
+    return {
+        service: int(pid_path(run_dir, service).read_text()) for service in SERVICES
+    }
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -113,9 +120,7 @@ async def test_run_places_a_demo_order_then_stops_the_services_on_ctrl_c(
         await asyncio.wait_for(
             _read_until(process.stdout, WAITING_FOR_CTRL_C, output), RUN_TIMEOUT_S
         )
-        pids = {
-            service: int(pid_path(run_dir, service).read_text()) for service in SERVICES
-        }
+        pids = _recorded_pids(run_dir)
         async with httpx.AsyncClient(timeout=5.0) as client:
             metrics = [
                 await client.get(f"http://127.0.0.1:{port}/metrics")
@@ -172,9 +177,7 @@ async def test_ctrl_c_stops_the_services_after_the_output_pipe_closed(
         await asyncio.wait_for(
             _read_until(shell.stdout, WAITING_FOR_CTRL_C, output), RUN_TIMEOUT_S
         )
-        pids = {
-            service: int(pid_path(run_dir, service).read_text()) for service in SERVICES
-        }
+        pids = _recorded_pids(run_dir)
         alive_before = {service: _alive(pid) for service, pid in pids.items()}
         os.killpg(shell.pid, signal.SIGINT)
         await asyncio.wait_for(shell.wait(), 60)
